@@ -1,0 +1,364 @@
+"""Crash-safe training checkpoints: atomic writes, rotation, validated loading.
+
+Layout of a checkpoint directory (``<run dir>/checkpoints/``)::
+
+    model_0001000.pt   numbered checkpoints, the last ``keep`` of them
+    model_0002000.pt
+    last.pt            always the newest (a hard link to it, or a copy)
+
+A checkpoint is a plain dict (see docs/architecture.md): ``model``, ``optimizer``,
+``scheduler``, ``scaler``, ``iteration``, ``rng``, ``data_position``, ``cat_ids``,
+``class_names``, ``config``. It is written with ``torch.save`` and read back with
+``torch.load(weights_only=True)``, so it may only hold tensors and plain Python containers
+and scalars; :func:`save_checkpoint` checks that before writing anything.
+
+Every write goes to a temporary file in the same directory, is flushed and fsynced, then
+renamed over the final name with ``os.replace`` and the directory is fsynced: a crash at
+any moment leaves either the old file or the new one, never a half-written one under a
+checkpoint name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "find_resume_checkpoint",
+    "list_checkpoints",
+    "load_model_state",
+]
+
+logger = logging.getLogger(__name__)
+
+LAST_NAME = "last.pt"
+_NUMBERED = re.compile(r"^model_(\d{7,})\.pt$")
+_TMP_PREFIX = ".tmp_ckpt_"
+REQUIRED_KEYS = ("model", "iteration")
+# Types torch.load(weights_only=True) accepts without extra allow-listing.
+_PLAIN_SCALARS = (str, bytes, bytearray, int, float, bool, complex, type(None))
+_TORCH_LEAVES = (torch.Tensor, torch.Size, torch.dtype, torch.device)
+# Prefixes added by wrappers: DistributedDataParallel and torch.compile.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be written, read, or does not fit the model (one-line message)."""
+
+
+def checkpoint_name(iteration: int) -> str:
+    """File name of the numbered checkpoint for ``iteration`` (``model_0001234.pt``)."""
+    return f"model_{iteration:07d}.pt"
+
+
+def list_checkpoints(directory: str | os.PathLike) -> list[tuple[int, Path]]:
+    """Numbered checkpoints in ``directory`` as ``(iteration, path)``, oldest first."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = []
+    for path in directory.iterdir():
+        match = _NUMBERED.match(path.name)
+        if match and path.is_file():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def save_checkpoint(
+    state: dict, directory: str | os.PathLike, iteration: int, keep: int = 3
+) -> Path:
+    """Atomically write ``state`` as ``model_{iteration:07d}.pt`` and update ``last.pt``.
+
+    Args:
+        state: checkpoint dict; must contain ``model`` (a state dict). ``iteration`` is set
+            to the given value.
+        directory: checkpoint directory, created if missing.
+        iteration: training iteration the state belongs to (>= 0).
+        keep: number of numbered checkpoints to keep (oldest deleted first); ``keep <= 0``
+            keeps all. ``last.pt`` is always kept.
+
+    Returns:
+        Path of the numbered checkpoint written.
+
+    Raises:
+        CheckpointError: the model holds NaN/inf, the state holds objects that
+            ``weights_only`` loading would refuse, or the write failed (disk full, read-only
+            directory); the previous checkpoints are then left as they were and no temporary
+            file remains.
+    """
+    if not isinstance(iteration, int) or isinstance(iteration, bool) or iteration < 0:
+        raise CheckpointError(f"iteration must be a non-negative int, got {iteration!r}")
+    directory = Path(directory)
+    if not isinstance(state, Mapping) or not isinstance(state.get("model"), Mapping):
+        raise CheckpointError(f"{directory}: checkpoint state needs a 'model' state dict")
+    _check_finite(state["model"], where=f"{directory}: iteration {iteration}")
+    state = {**state, "iteration": iteration}
+    _check_loadable(state, "state")
+
+    target = directory / checkpoint_name(iteration)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(directory)
+        _atomic_write(directory, target, lambda f: torch.save(state, f))
+        _atomic_link_or_copy(directory, target, directory / LAST_NAME)
+        _fsync_dir(directory)
+    except (OSError, RuntimeError) as err:  # torch.save wraps some I/O errors in RuntimeError
+        reason = getattr(err, "strerror", None) or str(err).strip().splitlines()[0][:160]
+        raise CheckpointError(
+            f"{target}: cannot write checkpoint ({reason}); previous checkpoints left intact"
+        ) from err
+    if keep > 0:
+        for _, old in list_checkpoints(directory)[:-keep]:
+            try:
+                old.unlink()
+            except OSError as err:
+                logger.warning("could not delete old checkpoint %s: %s", old, err)
+    return target
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    map_location: str | torch.device = "cpu",
+    required: Iterable[str] = REQUIRED_KEYS,
+) -> dict:
+    """Load a checkpoint with ``torch.load(weights_only=True)`` and check its structure.
+
+    Args:
+        path: checkpoint file.
+        map_location: where tensors are loaded.
+        required: keys that must be present (default ``model`` and ``iteration``).
+
+    Raises:
+        CheckpointError: ``"<path>: <reason>"`` for a missing, truncated or garbage file, a
+            pickle that carries code or objects other than tensors and plain containers, or
+            a dict without the required keys.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({err.strerror or err})") from err
+    except Exception as err:  # torch raises many types for corrupt files; all mean the same
+        raise CheckpointError(f"{path}: {_load_failure_reason(err)}") from err
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a checkpoint (holds {type(state).__name__}, not dict)")
+    missing = [key for key in required if key not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a retina checkpoint (missing key(s) {missing})")
+    if "model" in state and not (
+        isinstance(state["model"], Mapping)
+        and all(isinstance(v, torch.Tensor) for v in state["model"].values())
+    ):
+        raise CheckpointError(f"{path}: 'model' is not a state dict of tensors")
+    if "iteration" in state and (
+        not isinstance(state["iteration"], int) or isinstance(state["iteration"], bool)
+    ):
+        raise CheckpointError(f"{path}: 'iteration' is not an int")
+    return state
+
+
+def find_resume_checkpoint(
+    directory: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> tuple[Path, dict] | None:
+    """The newest valid checkpoint in ``directory`` (by iteration), or None if there is none.
+
+    Corrupt or unreadable files are skipped with a logged warning naming them; ``last.pt``
+    is used when it is newer than every valid numbered checkpoint (e.g. when the numbered
+    ones were deleted or damaged).
+    """
+    directory = Path(directory)
+    best: tuple[Path, dict] | None = None
+    skipped = False
+    for _, path in reversed(list_checkpoints(directory)):
+        try:
+            best = (path, load_checkpoint(path, map_location))
+            break
+        except CheckpointError as err:
+            skipped = True
+            logger.warning("skipping unusable checkpoint %s", err)
+    last = directory / LAST_NAME
+    if (best is None or skipped) and last.is_file():
+        try:
+            state = load_checkpoint(last, map_location)
+        except CheckpointError as err:
+            logger.warning("skipping unusable checkpoint %s", err)
+        else:
+            if best is None or state["iteration"] > best[1]["iteration"]:
+                best = (last, state)
+    return best
+
+
+def load_model_state(
+    model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike
+) -> None:
+    """Load ``state_dict`` into ``model`` strictly, with a clear error when they do not match.
+
+    Keys saved from a ``DistributedDataParallel`` (``module.``) or ``torch.compile``
+    (``_orig_mod.``) wrapper are accepted.
+
+    Raises:
+        CheckpointError: ``"<path>: checkpoint does not match the model: ..."`` listing a few
+            missing, unexpected and wrongly shaped keys.
+    """
+    state_dict = _strip_wrapper_prefixes(state_dict)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    shapes = [
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
+    problems = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)):
+        if items:
+            shown = ", ".join(items[:3]) + (", ..." if len(items) > 3 else "")
+            problems.append(f"{len(items)} {label} ({shown})")
+    if problems:
+        raise CheckpointError(
+            f"{path}: checkpoint does not match the model: " + "; ".join(problems)
+        )
+    model.load_state_dict(state_dict, strict=True)
+
+
+# ---------------------------------------------------------------------------- internals
+
+
+def _check_finite(model_state: Mapping[str, Any], where: str) -> None:
+    bad = [
+        name
+        for name, value in model_state.items()
+        if isinstance(value, torch.Tensor)
+        and value.is_floating_point()
+        and not bool(torch.isfinite(value).all())
+    ]
+    if bad:
+        shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+        raise CheckpointError(f"{where}: refusing to save a model with NaN/inf in {shown}")
+
+
+def _check_loadable(obj: Any, where: str) -> None:
+    """Raise if ``obj`` holds anything ``torch.load(weights_only=True)`` would refuse."""
+    if isinstance(obj, _TORCH_LEAVES + _PLAIN_SCALARS):
+        return
+    if isinstance(obj, (dict, OrderedDict)):
+        for key, value in obj.items():
+            _check_loadable(key, f"{where} key")
+            _check_loadable(value, f"{where}[{key!r}]")
+        return
+    if isinstance(obj, (list, tuple, set)):
+        for i, value in enumerate(obj):
+            _check_loadable(value, f"{where}[{i}]")
+        return
+    raise CheckpointError(
+        f"checkpoint {where} is a {type(obj).__module__}.{type(obj).__qualname__}, which "
+        "weights_only loading refuses; store tensors or plain Python containers instead"
+    )
+
+
+def _atomic_write(directory: Path, target: Path, write) -> None:
+    """Write through ``write(file)`` to a temp file in ``directory``, fsync, rename."""
+    fd, tmp_name = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".pt", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        _unlink_quietly(tmp_name)
+        raise
+
+
+def _atomic_link_or_copy(directory: Path, source: Path, target: Path) -> None:
+    """Make ``target`` hold ``source``'s bytes atomically: a hard link, or a copy."""
+    tmp_name = directory / f"{_TMP_PREFIX}{os.getpid()}_{target.name}"
+    _unlink_quietly(tmp_name)
+    try:
+        try:
+            os.link(source, tmp_name)
+        except OSError:  # no hard links on this file system: copy instead
+            _atomic_write(directory, target, lambda f: _copy_into(source, f))
+            return
+        os.replace(tmp_name, target)
+    except BaseException:
+        _unlink_quietly(tmp_name)
+        raise
+
+
+def _copy_into(source: Path, f) -> None:
+    with open(source, "rb") as src:
+        shutil.copyfileobj(src, f, length=16 << 20)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open directories; the renames still happened
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_temps(directory: Path) -> None:
+    """Delete temp files left by a process killed in the middle of a write."""
+    for path in directory.glob(f"{_TMP_PREFIX}*"):
+        _unlink_quietly(path)
+
+
+def _unlink_quietly(path: str | os.PathLike) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _load_failure_reason(err: Exception) -> str:
+    text = str(err)
+    if isinstance(err, EOFError) or not text.strip():
+        return "file is empty or truncated"
+    match = re.search(r"(Unsupported[^\n]*|Trying to load unsupported GLOBAL[^\n]*)", text)
+    if match:
+        return (
+            "refused by weights_only loading, the file holds code or non-tensor objects "
+            f"({match.group(1).strip().rstrip('.')})"
+        )
+    if "weights only load failed" in text.lower():
+        return "refused by weights_only loading (not a tensor-only checkpoint)"
+    if "zip archive" in text or "central directory" in text:
+        return "file is truncated or corrupt (not a valid torch.save archive)"
+    first = text.strip().splitlines()[0]
+    return f"not a valid checkpoint ({first[:160]})"
+
+
+def _strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = dict(state_dict)
+    changed = True
+    while changed and out:
+        changed = False
+        for prefix in _WRAPPER_PREFIXES:
+            if all(k.startswith(prefix) for k in out):
+                out = {k[len(prefix) :]: v for k, v in out.items()}
+                changed = True
+    return out
