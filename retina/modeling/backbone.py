@@ -1,0 +1,154 @@
+"""ResNet bodies from torchvision returning C3-C5, with a norm choice, frozen stages and
+weights loaded only from local files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torchvision.models import resnet as tv_resnet
+from torchvision.ops import FrozenBatchNorm2d
+
+__all__ = ["ResNetBackbone", "make_norm", "resolve_weights_file", "NORMS"]
+
+NORMS = ("frozen_bn", "bn", "syncbn", "gn")
+
+_DEPTHS: dict[int, tuple[type[nn.Module], list[int], str | None]] = {
+    10: (tv_resnet.BasicBlock, [1, 1, 1, 1], None),
+    18: (tv_resnet.BasicBlock, [2, 2, 2, 2], "resnet18"),
+    34: (tv_resnet.BasicBlock, [3, 4, 6, 3], "resnet34"),
+    50: (tv_resnet.Bottleneck, [3, 4, 6, 3], "resnet50"),
+    101: (tv_resnet.Bottleneck, [3, 4, 23, 3], "resnet101"),
+}
+
+
+def make_norm(norm: str, eps: float = 1e-5, gn_groups: int = 32) -> Callable[[int], nn.Module]:
+    """Norm-layer factory ``channels -> module`` for ``norm`` in :data:`NORMS`.
+
+    ``frozen_bn`` (the paper, detectron2 and torchvision with pretrained weights) keeps the
+    ImageNet statistics fixed, which is what makes batches of 1-2 images per device workable.
+    ``bn``/``syncbn``/``gn`` are trainable, for from-scratch training (e.g. ``depth=10``).
+    """
+    if norm == "frozen_bn":
+        return partial(FrozenBatchNorm2d, eps=eps)
+    if norm == "bn":
+        return partial(nn.BatchNorm2d, eps=eps)
+    if norm == "syncbn":
+        return partial(nn.SyncBatchNorm, eps=eps)
+    if norm == "gn":
+        return lambda channels: nn.GroupNorm(min(gn_groups, channels), channels, eps=eps)
+    raise ValueError(f"norm={norm!r}: expected one of {NORMS}")
+
+
+def resolve_weights_file(weights: str) -> Path:
+    """Turn ``weights`` (a file path or a torchvision weights name) into an existing local file.
+
+    A torchvision name such as ``"ResNet50_Weights.IMAGENET1K_V1"`` is looked up only in the
+    local torch hub cache (``$TORCH_HOME/hub/checkpoints``); nothing is downloaded.
+    """
+    path = Path(os.path.expanduser(weights))
+    if path.suffix in (".pth", ".pt", ".ckpt", ".bin") or path.exists() or os.sep in weights:
+        if not path.is_file():
+            raise FileNotFoundError(f"weights={weights!r}: file not found")
+        return path
+    try:
+        from torchvision.models import get_weight
+
+        entry = get_weight(weights)
+    except (ValueError, KeyError, AttributeError) as err:
+        raise ValueError(
+            f"weights={weights!r}: neither an existing file nor a torchvision weights name "
+            "such as 'ResNet50_Weights.IMAGENET1K_V1'"
+        ) from err
+    filename = entry.url.rsplit("/", 1)[-1]
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    if not cached.is_file():
+        raise FileNotFoundError(
+            f"weights={weights!r}: expected the file {filename} at {cached} "
+            f"(download it from {entry.url} on a machine with internet and copy it there); "
+            "weights are never downloaded at run time"
+        )
+    return cached
+
+
+class ResNetBackbone(nn.Module):
+    """torchvision ResNet body without ``avgpool``/``fc``; ``forward`` returns ``[C3, C4, C5]``.
+
+    The torchvision module is kept as ``self.body`` so its parameter names (``body.layer1...``)
+    match torchvision's ``BackboneWithFPN`` and ImageNet checkpoints load unchanged.
+
+    Args:
+        depth: 10, 18, 34, 50 or 101. 10 is ``ResNet(BasicBlock, [1, 1, 1, 1])``, a fast
+            from-scratch CPU option (no published weights).
+        weights: ``None``, a local checkpoint path or a torchvision weights name (local cache).
+        norm: see :func:`make_norm`. ``norm_eps``: its epsilon (torchvision's COCO_V1
+            RetinaNet sets 0.0).
+        freeze_at: detectron2's convention: 0 trains everything, 1 freezes the stem,
+            ``k >= 2`` also freezes ``layer1 .. layer{k-1}`` (2 = torchvision's
+            ``trainable_backbone_layers=3``, the default for pretrained training).
+    """
+
+    def __init__(
+        self,
+        *,
+        depth: int = 50,
+        weights: str | None = None,
+        norm: str = "frozen_bn",
+        norm_eps: float = 1e-5,
+        freeze_at: int = 2,
+    ) -> None:
+        super().__init__()
+        if depth not in _DEPTHS:
+            raise ValueError(f"depth={depth}: expected one of {sorted(_DEPTHS)}")
+        if not 0 <= freeze_at <= 5:
+            raise ValueError(f"freeze_at={freeze_at}: expected 0..5")
+        block, layers, _ = _DEPTHS[depth]
+        body = tv_resnet.ResNet(block, layers, norm_layer=make_norm(norm, norm_eps))
+        del body.fc, body.avgpool
+        self.body = body
+        expansion = block.expansion
+        self.out_channels = [128 * expansion, 256 * expansion, 512 * expansion]
+        if weights is not None:
+            self._load(weights)
+        self.freeze_at = freeze_at
+        self._freeze(freeze_at)
+
+    def _load(self, weights: str) -> None:
+        path = resolve_weights_file(weights)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - re-raised with the file name
+            raise ValueError(f"weights file {path}: cannot be read ({err})") from err
+        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+            state = state["model"]
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        missing, unexpected = self.body.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+        if missing or unexpected:
+            raise ValueError(
+                f"weights file {path}: not a matching ResNet checkpoint "
+                f"(missing {missing[:3]}..., unexpected {unexpected[:3]}...)"
+            )
+
+    def _freeze(self, freeze_at: int) -> None:
+        stages = [[self.body.conv1, self.body.bn1]] + [
+            [getattr(self.body, f"layer{i}")] for i in range(1, 5)
+        ]
+        for stage in stages[:freeze_at]:
+            for module in stage:
+                for p in module.parameters():
+                    p.requires_grad_(False)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """``x``: ``(B, 3, H, W)`` normalised -> ``[C3 (B,C,H/8,W/8), C4 (/16), C5 (/32)]``."""
+        b = self.body
+        x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
+        x = b.layer1(x)
+        c3 = b.layer2(x)
+        c4 = b.layer3(c3)
+        c5 = b.layer4(c4)
+        return [c3, c4, c5]

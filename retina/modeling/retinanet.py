@@ -1,0 +1,308 @@
+"""RetinaNet meta-architecture: preprocessing, forward, batched loss and batched inference."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pad_sequence
+
+from retina.modeling.anchors import AnchorGenerator
+from retina.modeling.box_coder import BoxCoder
+from retina.modeling.losses import BOX_LOSSES, box_regression_loss
+from retina.modeling.matcher import Matcher
+from retina.ops.boxes import batched_pairwise_iou, clip_boxes, offset_batched_nms
+
+__all__ = ["RetinaNet", "NORMALIZERS", "IMAGENET_MEAN", "IMAGENET_STD"]
+
+NORMALIZERS = ("batch", "image", "ema")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Images = Tensor | Sequence[Tensor]
+
+
+class RetinaNet(nn.Module):
+    """One-stage detector: backbone -> FPN -> shared heads over anchors.
+
+    All parts are built outside and passed in (see :func:`retina.modeling.build_retinanet`).
+
+    Args:
+        backbone: images ``(B, 3, H, W)`` -> ``[C3, C4, C5]``.
+        fpn: ``[C3, C4, C5]`` -> ``[P3..P7]``.
+        head: ``[P3..P7]`` -> ``(logits (B, R, K), deltas (B, R, 4))``, R = all anchors.
+        anchor_generator, matcher, box_coder: see their modules.
+        num_classes: K (no background class).
+        cls_loss: a classification-loss callable (see :mod:`retina.modeling.losses`).
+        box_loss: ``"smooth_l1"`` | ``"l1"`` | ``"giou"``; smooth_l1_beta: its beta.
+        loss_normalizer: number of foreground anchors (min 1) counted over the ``"batch"``
+            (the paper), per ``"image"`` then averaged (torchvision), or an ``"ema"`` of the
+            batch count with ``normalizer_momentum`` 0.9 starting at 100 (detectron2).
+        score_thresh, topk_candidates: per level, keep scores > 0.05 and the best 1000.
+        nms_thresh: class-wise NMS IoU (0.5). detections_per_img: 100 (the paper, COCO's
+            maxDets and detectron2; torchvision uses 300).
+        pixel_mean, pixel_std: in [0, 1] units, stored as buffers so checkpoints carry them.
+        size_divisibility: pad the batch to a multiple of this (128 = P7's stride, so every
+            level's stride is exact).
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        fpn: nn.Module,
+        head: nn.Module,
+        anchor_generator: AnchorGenerator,
+        matcher: Matcher,
+        box_coder: BoxCoder,
+        num_classes: int,
+        cls_loss: Callable[..., Tensor],
+        box_loss: str = "smooth_l1",
+        smooth_l1_beta: float = 0.1,
+        loss_normalizer: str = "batch",
+        normalizer_momentum: float = 0.9,
+        score_thresh: float = 0.05,
+        topk_candidates: int = 1000,
+        nms_thresh: float = 0.5,
+        detections_per_img: int = 100,
+        pixel_mean: Sequence[float] = IMAGENET_MEAN,
+        pixel_std: Sequence[float] = IMAGENET_STD,
+        size_divisibility: int = 128,
+    ) -> None:
+        super().__init__()
+        if box_loss not in BOX_LOSSES:
+            raise ValueError(f"box_loss={box_loss!r}: expected one of {BOX_LOSSES}")
+        if loss_normalizer not in NORMALIZERS:
+            raise ValueError(f"loss_normalizer={loss_normalizer!r}: expected one of {NORMALIZERS}")
+        self.backbone = backbone
+        self.fpn = fpn
+        self.head = head
+        self.anchor_generator = anchor_generator
+        self.matcher = matcher
+        self.box_coder = box_coder
+        self.num_classes = num_classes
+        self.cls_loss = cls_loss
+        self.box_loss = box_loss
+        self.smooth_l1_beta = smooth_l1_beta
+        self.loss_normalizer = loss_normalizer
+        self.normalizer_momentum = normalizer_momentum
+        self.score_thresh = score_thresh
+        self.topk_candidates = topk_candidates
+        self.nms_thresh = nms_thresh
+        self.detections_per_img = detections_per_img
+        self.size_divisibility = size_divisibility
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(3, 1, 1), persistent=True)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(3, 1, 1), persistent=True)
+        self.register_buffer("normalizer_ema", torch.tensor(100.0), persistent=True)
+        self.last_num_pos = 0
+
+    # ------------------------------------------------------------------ preprocessing
+    def preprocess(self, images: Images) -> tuple[Tensor, Tensor]:
+        """Normalise and zero-pad to a multiple of ``size_divisibility``.
+
+        Returns:
+            batch ``(B, 3, H_pad, W_pad)`` and sizes ``(B, 2)`` int64 ``(h, w)`` before padding.
+        """
+        if isinstance(images, Tensor):
+            if images.dim() == 3:
+                images = images.unsqueeze(0)
+            if images.dim() != 4 or images.shape[1] != 3:
+                raise ValueError(f"images: expected (B, 3, H, W), got {tuple(images.shape)}")
+            x = self._normalize(images)
+            sizes = torch.tensor([list(x.shape[-2:])] * x.shape[0], device=x.device)
+            d = self.size_divisibility
+            ph, pw = (-x.shape[-2]) % d, (-x.shape[-1]) % d
+            return (F.pad(x, (0, pw, 0, ph)) if ph or pw else x), sizes
+        if len(images) == 0:
+            raise ValueError("images: empty batch")
+        for i, im in enumerate(images):
+            if not isinstance(im, Tensor) or im.dim() != 3 or im.shape[0] != 3:
+                shape = tuple(im.shape) if isinstance(im, Tensor) else type(im).__name__
+                raise ValueError(f"images[{i}]: expected a (3, H, W) tensor, got {shape}")
+        hs = [int(im.shape[1]) for im in images]
+        ws = [int(im.shape[2]) for im in images]
+        d = self.size_divisibility
+        hp, wp = -(-max(hs) // d) * d, -(-max(ws) // d) * d
+        batch = self.pixel_mean.new_zeros((len(images), 3, hp, wp))
+        for i, im in enumerate(images):  # padding stays 0 after normalisation, as torchvision
+            batch[i, :, : hs[i], : ws[i]] = self._normalize(im.to(batch.device))
+        sizes = torch.tensor(list(zip(hs, ws, strict=True)), device=batch.device)
+        return batch, sizes
+
+    def _to_unit(self, images: Tensor) -> Tensor:
+        if images.dtype == torch.uint8:
+            return images.to(self.pixel_mean.dtype) / 255.0
+        if not images.is_floating_point():
+            raise ValueError(f"images: expected float in [0, 1] or uint8, got {images.dtype}")
+        return images.to(self.pixel_mean.dtype)
+
+    def _normalize(self, images: Tensor) -> Tensor:
+        return (self._to_unit(images) - self.pixel_mean) / self.pixel_std
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self, images: Images, targets: list[dict[str, Tensor]] | None = None
+    ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
+        """Train mode: ``model(images, targets) -> {"loss_cls", "loss_box_reg"}``.
+        Eval mode: ``model(images) -> [{"boxes" (D,4), "scores" (D,), "labels" (D,)}]``."""
+        if self.training and targets is None:
+            raise ValueError("RetinaNet in train mode needs targets; call model.eval() to detect")
+        x, sizes = self.preprocess(images)
+        feats = self.fpn(self.backbone(x))
+        logits, deltas = self.head(feats)
+        grids = [tuple(f.shape[-2:]) for f in feats]
+        anchors = self.anchor_generator(grids, x.device)
+        if self.training:
+            return self.losses(logits, deltas, anchors, targets)
+        counts = self.anchor_generator.num_anchors_per_level(grids)
+        return self.inference(logits, deltas, anchors, counts, sizes)
+
+    # ------------------------------------------------------------------ loss
+    def _pad_targets(
+        self, targets: list[dict[str, Tensor]], device: torch.device
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """Padded ``boxes (B, M, 4)``, ``labels (B, M)``, ``valid (B, M)``, ``crowd (B, M)|None``;
+        crowd boxes are appended after each image's ordinary boxes."""
+        boxes, labels, crowd = [], [], []
+        num_crowd = 0
+        for i, t in enumerate(targets):
+            b = t["boxes"].to(device=device, dtype=torch.float32).reshape(-1, 4)
+            lab = t["labels"].to(device=device, dtype=torch.int64).reshape(-1)
+            if lab.numel() != b.shape[0]:
+                raise ValueError(f"targets[{i}]: {b.shape[0]} boxes but {lab.numel()} labels")
+            c = t.get("crowd_boxes")
+            c = b.new_zeros((0, 4)) if c is None else c.to(device, torch.float32).reshape(-1, 4)
+            num_crowd += c.shape[0]
+            boxes.append(torch.cat([b, c]))
+            labels.append(torch.cat([lab, lab.new_full((c.shape[0],), -1)]))
+            crowd.append(torch.cat([torch.zeros_like(lab, dtype=torch.bool),
+                                    torch.ones(c.shape[0], dtype=torch.bool, device=device)]))
+        allb = torch.cat(boxes)
+        alll = torch.cat(labels)
+        bad = (allb[:, 2:] <= allb[:, :2]).any(dim=1) | ~torch.isfinite(allb).all(dim=1)
+        bad |= (alll >= self.num_classes) | (alll < -1)
+        if allb.numel() and bool(bad.any()):
+            k = int(bad.nonzero()[0, 0])
+            i = int((torch.tensor([len(b) for b in boxes]).cumsum(0) <= k).sum())
+            raise ValueError(
+                f"targets[{i}]: invalid box {allb[k].tolist()} with label {int(alll[k])} "
+                f"(need x2 > x1, y2 > y1, finite, label in 0..{self.num_classes - 1})"
+            )
+        return (
+            pad_sequence(boxes, batch_first=True),
+            pad_sequence(labels, batch_first=True, padding_value=-1),
+            pad_sequence([torch.ones_like(c) for c in crowd], batch_first=True),
+            pad_sequence(crowd, batch_first=True) if num_crowd else None,
+        )
+
+    def losses(
+        self, logits: Tensor, deltas: Tensor, anchors: Tensor, targets: list[dict[str, Tensor]]
+    ) -> dict[str, Tensor]:
+        """Batched assignment and loss.
+
+        Args:
+            logits ``(B, R, K)``, deltas ``(B, R, 4)``, anchors ``(R, 4)``; targets per image.
+        """
+        b, r, k = logits.shape
+        if len(targets) != b:
+            raise ValueError(f"got {b} images but {len(targets)} targets")
+        gt, gt_labels, valid, crowd = self._pad_targets(targets, logits.device)
+        with torch.no_grad():
+            iou = batched_pairwise_iou(gt, anchors)  # (B, M, R)
+            matched = self.matcher(iou, valid, crowd)  # (B, R)
+            del iou
+            fg = matched >= 0
+            idx = matched.clamp(min=0)
+            cls_labels = torch.where(fg, gt_labels.gather(1, idx), matched)
+            fg_img, fg_anchor = fg.nonzero(as_tuple=True)
+            pos_per_image = fg.sum(dim=1)
+        num_pos = int(fg_img.numel())
+        self.last_num_pos = num_pos
+        per_image = self.loss_normalizer == "image"
+        loss_cls = self.cls_loss(
+            logits.reshape(b * r, k), cls_labels.reshape(-1), b, anchors=anchors,
+            per_image=per_image,
+        )
+        box = box_regression_loss(
+            self.box_loss,
+            deltas[fg_img, fg_anchor],
+            anchors[fg_anchor],
+            gt[fg_img, idx[fg_img, fg_anchor]],
+            self.box_coder,
+            self.smooth_l1_beta,
+        )
+        if per_image:
+            norm = pos_per_image.clamp(min=1).to(box.dtype)
+            box_img = box.new_zeros(b).index_add_(0, fg_img, box)
+            return {
+                "loss_cls": (loss_cls / norm).mean(),
+                "loss_box_reg": (box_img / norm).mean(),
+            }
+        if self.loss_normalizer == "ema":
+            if self.training:
+                m = self.normalizer_momentum
+                self.normalizer_ema.mul_(m).add_((1 - m) * max(num_pos, 1))
+            denom = self.normalizer_ema.clone()
+        else:
+            denom = torch.tensor(float(max(num_pos, 1)), device=logits.device)
+        return {"loss_cls": loss_cls / denom, "loss_box_reg": box.sum() / denom}
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def inference(
+        self,
+        logits: Tensor,
+        deltas: Tensor,
+        anchors: Tensor,
+        anchors_per_level: list[int],
+        sizes: Tensor,
+    ) -> list[dict[str, Tensor]]:
+        """Batched postprocessing: per-level threshold + top-k, decode, clip, one NMS call for
+        all images and classes, best ``detections_per_img`` per image.
+
+        Args:
+            logits ``(B, R, K)``, deltas ``(B, R, 4)``, anchors ``(R, 4)``,
+            anchors_per_level: R split by level, sizes ``(B, 2)`` image ``(h, w)``.
+        """
+        b, _, k = logits.shape
+        scores, anchor_idx, labels = [], [], []
+        start = 0
+        for n in anchors_per_level:  # 5 levels, each batched over images
+            s = logits[:, start : start + n].float().sigmoid().flatten(1)  # (B, n*K)
+            top, flat = s.topk(min(self.topk_candidates, s.shape[1]), dim=1)
+            scores.append(top)
+            anchor_idx.append(flat // k + start)
+            labels.append(flat % k)
+            start += n
+        scores_t = torch.cat(scores, dim=1)  # (B, C)
+        anchor_t = torch.cat(anchor_idx, dim=1)
+        labels_t = torch.cat(labels, dim=1)
+        boxes = self.box_coder.decode(
+            deltas.gather(1, anchor_t[..., None].expand(-1, -1, 4)), anchors[anchor_t]
+        )
+        boxes = clip_boxes(boxes, sizes)  # (B, C, 4)
+        img = torch.arange(b, device=boxes.device)[:, None].expand_as(labels_t)
+        cand = (scores_t > self.score_thresh).flatten().nonzero().squeeze(1)
+        groups = (img * k + labels_t).flatten()[cand]
+        keep = cand[
+            offset_batched_nms(
+                boxes.reshape(-1, 4)[cand], scores_t.flatten()[cand], groups, self.nms_thresh
+            )
+        ]  # decreasing score over the whole batch
+        keep_img = img.flatten()[keep]
+        order = torch.sort(keep_img, stable=True).indices
+        keep, keep_img = keep[order], keep_img[order]
+        counts = torch.bincount(keep_img, minlength=b)
+        first = counts.cumsum(0) - counts
+        rank = torch.arange(keep.numel(), device=keep.device) - first[keep_img]
+        keep = keep[rank < self.detections_per_img]
+        counts = counts.clamp(max=self.detections_per_img).tolist()
+        out_boxes = boxes.reshape(-1, 4)[keep].split(counts)
+        out_scores = scores_t.flatten()[keep].split(counts)
+        out_labels = labels_t.flatten()[keep].split(counts)
+        return [
+            {"boxes": bx, "scores": sc, "labels": lb}
+            for bx, sc, lb in zip(out_boxes, out_scores, out_labels, strict=True)
+        ]

@@ -1,0 +1,110 @@
+"""Pure box maths for batched detection: pairwise IoU over padded batches, GIoU loss,
+per-image clipping and a single-call class/image-aware NMS.
+
+Boxes are ``(x1, y1, x2, y2)`` in pixels throughout. torchvision's compiled ``nms`` is reused;
+what lives here is the broadcasting around it that torchvision does image by image.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchvision.ops import nms
+
+__all__ = [
+    "box_area",
+    "batched_pairwise_iou",
+    "generalized_iou_loss",
+    "clip_boxes",
+    "offset_batched_nms",
+]
+
+
+def box_area(boxes: Tensor) -> Tensor:
+    """Area of boxes ``(..., 4)`` -> ``(...)``; degenerate boxes give 0, never negative."""
+    wh = (boxes[..., 2:] - boxes[..., :2]).clamp(min=0)
+    return wh[..., 0] * wh[..., 1]
+
+
+def batched_pairwise_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """IoU of every box in ``boxes1`` with every box in ``boxes2``, broadcast over a batch.
+
+    Args:
+        boxes1: ``(B, M, 4)`` (e.g. padded ground truth).
+        boxes2: ``(A, 4)`` shared by all images (anchors) or ``(B, A, 4)``.
+
+    Returns:
+        ``(B, M, A)`` IoU in [0, 1]; pairs with zero union give 0 (not NaN).
+    """
+    if boxes2.dim() == 2:
+        boxes2 = boxes2.unsqueeze(0)
+    area1 = box_area(boxes1)  # (B, M)
+    area2 = box_area(boxes2)  # (1|B, A)
+    lt = torch.maximum(boxes1[:, :, None, :2], boxes2[:, None, :, :2])  # (B, M, A, 2)
+    rb = torch.minimum(boxes1[:, :, None, 2:], boxes2[:, None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]  # (B, M, A)
+    union = area1[:, :, None] + area2[:, None, :] - inter
+    return inter / union.clamp(min=torch.finfo(union.dtype).tiny)
+
+
+def generalized_iou_loss(pred: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
+    """Elementwise GIoU loss ``1 - GIoU`` of paired boxes ``(N, 4)`` -> ``(N,)``.
+
+    Same formula and ``eps`` placement as ``torchvision.ops.generalized_box_iou_loss`` so that
+    losses computed from torchvision-converted models agree.
+    """
+    x1, y1, x2, y2 = pred.unbind(dim=-1)
+    x1g, y1g, x2g, y2g = target.unbind(dim=-1)
+    xkis1 = torch.max(x1, x1g)
+    ykis1 = torch.max(y1, y1g)
+    xkis2 = torch.min(x2, x2g)
+    ykis2 = torch.min(y2, y2g)
+    intsct = torch.zeros_like(x1)
+    mask = (ykis2 > ykis1) & (xkis2 > xkis1)
+    intsct = torch.where(mask, (xkis2 - xkis1) * (ykis2 - ykis1), intsct)
+    union = (x2 - x1) * (y2 - y1) + (x2g - x1g) * (y2g - y1g) - intsct
+    iou = intsct / (union + eps)
+    xc1 = torch.min(x1, x1g)
+    yc1 = torch.min(y1, y1g)
+    xc2 = torch.max(x2, x2g)
+    yc2 = torch.max(y2, y2g)
+    area_c = (xc2 - xc1) * (yc2 - yc1)
+    giou = iou - ((area_c - union) / (area_c + eps))
+    return 1 - giou
+
+
+def clip_boxes(boxes: Tensor, sizes: Tensor) -> Tensor:
+    """Clip boxes ``(B, N, 4)`` to per-image sizes ``(B, 2)`` given as ``(height, width)``."""
+    h = sizes[:, 0].to(boxes.dtype)[:, None]
+    w = sizes[:, 1].to(boxes.dtype)[:, None]
+    zero = torch.zeros((), dtype=boxes.dtype, device=boxes.device)
+    x1 = torch.minimum(torch.maximum(boxes[..., 0], zero), w)
+    y1 = torch.minimum(torch.maximum(boxes[..., 1], zero), h)
+    x2 = torch.minimum(torch.maximum(boxes[..., 2], zero), w)
+    y2 = torch.minimum(torch.maximum(boxes[..., 3], zero), h)
+    return torch.stack((x1, y1, x2, y2), dim=-1)
+
+
+def offset_batched_nms(
+    boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float
+) -> Tensor:
+    """NMS where boxes of different ``groups`` never suppress each other, in one ``nms`` call.
+
+    Each group is shifted to its own region of the plane (the coordinate-offset trick of
+    ``torchvision.ops.batched_nms``). Unlike torchvision, the shift is done in float64, so the
+    IoUs are not perturbed by float32 rounding at large offsets (many images x classes), and
+    there is no per-group Python loop at any size.
+
+    Args:
+        boxes: ``(N, 4)``; scores: ``(N,)``; groups: ``(N,)`` int64 (e.g. ``image * K + label``).
+
+    Returns:
+        int64 indices of kept boxes, by decreasing score.
+    """
+    if boxes.numel() == 0:
+        return torch.empty((0,), dtype=torch.int64, device=boxes.device)
+    boxes64 = boxes.to(torch.float64)
+    span = boxes64.max() - boxes64.min() + 1
+    shifted = boxes64 + (groups.to(torch.float64) * span)[:, None]
+    return nms(shifted, scores.to(torch.float64), iou_threshold)
