@@ -11,8 +11,18 @@ from retina.engine.checkpoint import (
     load_model_state,
     save_checkpoint,
 )
+from retina.engine.evaluation import (
+    METRIC_KEYS,
+    evaluate_detections,
+    format_metrics_table,
+    run_inference,
+)
 
 __all__ = [
+    "METRIC_KEYS",
+    "evaluate_detections",
+    "format_metrics_table",
+    "run_inference",
     "CheckpointError",
     "find_resume_checkpoint",
     "list_checkpoints",
