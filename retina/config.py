@@ -1,0 +1,309 @@
+"""Validation of composed configs, run before any work starts.
+
+Every check raises :class:`ConfigError` whose one-line message starts with the dotted key,
+e.g. ``loss.gamma: must be >= 0, got -1.0``. Nodes that are absent are not checked, so the
+same function serves ``retina-train`` and ``retina-eval``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+# Keys of the plain (non-``_target_``) nodes; anything else in them is a typo.
+TRAIN_KEYS = frozenset(
+    {
+        "max_iter", "batch_size", "eval_period", "checkpoint_period", "keep_checkpoints",
+        "resume", "deterministic", "seed", "device", "amp", "channels_last", "compile",
+        "clip_grad_norm", "max_nonfinite", "num_workers", "log_period", "vis_images",
+        "vis_score_thresh", "eval_batch_size",
+    }
+)  # fmt: skip
+SCHEDULE_KEYS = frozenset({"name", "steps", "gamma", "warmup_iters", "warmup_factor", "min_factor"})
+OPTIM_KEYS = frozenset(
+    {"base_lr", "reference_batch_size", "weight_decay", "no_decay_norm_bias", "optimizer"}
+)
+DATA_KEYS = frozenset(
+    {
+        "name", "root", "train_ann", "train_images", "val_ann", "val_images", "generator",
+        "train_transforms", "val_transforms", "group_by_aspect_ratio", "max_broken_fraction",
+    }
+)  # fmt: skip
+AMP_CHOICES = (None, "bf16", "fp16")
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+SCHEDULE_CHOICES = ("step", "cosine")
+
+
+class ConfigError(ValueError):
+    """A config value or key is invalid; ``str(err)`` is one line naming the key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    try:
+        value = OmegaConf.select(cfg, key, throw_on_missing=True)
+    except OmegaConfBaseException as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(key, f"cannot resolve value ({first})") from None
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def _has(cfg: DictConfig, key: str) -> bool:
+    return OmegaConf.select(cfg, key, default="__absent__", throw_on_resolution_failure=False) != (
+        "__absent__"
+    )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _int(cfg: DictConfig, key: str, minimum: int = 1, optional: bool = False) -> None:
+    value = _get(cfg, key)
+    if value is None and optional:
+        return
+    if not _is_int(value) or value < minimum:
+        need = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ConfigError(key, f"must be {need}, got {value!r}")
+
+
+def _number(
+    cfg: DictConfig,
+    key: str,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    optional: bool = False,
+) -> None:
+    value = _get(cfg, key)
+    if value is None and optional:
+        return
+    if not _is_number(value):
+        raise ConfigError(key, f"must be a finite number, got {value!r}")
+    bad_low = low is not None and (value <= low if low_open else value < low)
+    bad_high = high is not None and (value >= high if high_open else value > high)
+    if bad_low or bad_high:
+        lo = "" if low is None else f"{low} {'<' if low_open else '<='} "
+        hi = "" if high is None else f" {'<' if high_open else '<='} {high}"
+        raise ConfigError(key, f"must satisfy {lo}value{hi}, got {value!r}")
+
+
+def _bool(cfg: DictConfig, key: str) -> None:
+    value = _get(cfg, key)
+    if not isinstance(value, bool):
+        raise ConfigError(key, f"must be true or false, got {value!r}")
+
+
+def _choice(cfg: DictConfig, key: str, choices: Iterable[Any]) -> None:
+    value = _get(cfg, key)
+    choices = tuple(choices)
+    if value not in choices:
+        names = ", ".join("null" if c is None else str(c) for c in choices)
+        raise ConfigError(key, f"must be one of {names}; got {value!r}")
+
+
+def _known_keys(cfg: DictConfig, node: str, allowed: frozenset[str]) -> None:
+    sub = cfg.get(node)
+    if not isinstance(sub, DictConfig):
+        return
+    for key in sub.keys():
+        if key not in allowed:
+            raise ConfigError(f"{node}.{key}", f"unknown key (known: {', '.join(sorted(allowed))})")
+
+
+def check_target_keys(cfg: DictConfig, node: str, injected: Iterable[str] = ()) -> None:
+    """Check that every key of a ``_target_`` node is an argument of its target.
+
+    Args:
+        cfg: the composed config.
+        node: dotted key of the node, e.g. ``"loss"``.
+        injected: arguments the code passes itself (e.g. ``num_classes``); setting them in
+            the config is an error too.
+    """
+    sub = OmegaConf.select(cfg, node)
+    if not isinstance(sub, DictConfig) or "_target_" not in sub:
+        return
+    from hydra.utils import get_method
+
+    target = sub["_target_"]
+    try:
+        fn = get_method(target)
+    except Exception as exc:  # hydra wraps import errors in its own exception types
+        first = str(exc).splitlines()[0]
+        raise ConfigError(f"{node}._target_", f"cannot import {target!r} ({first})") from None
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return
+    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    injected = set(injected)
+    for key in sub.keys():
+        key = str(key)
+        if key.startswith("_") and key.endswith("_"):
+            continue
+        if key in injected:
+            raise ConfigError(f"{node}.{key}", "is set by the program; remove it from the config")
+        if key not in params and not takes_kwargs:
+            raise ConfigError(f"{node}.{key}", f"unknown key: {target} takes no argument {key!r}")
+
+
+def _check_loss(cfg: DictConfig) -> None:
+    if _has(cfg, "loss.gamma"):
+        _number(cfg, "loss.gamma", 0.0)
+    if _has(cfg, "loss.alpha"):
+        _number(cfg, "loss.alpha", 0.0, 1.0, optional=True)
+    if _has(cfg, "loss.beta"):
+        _number(cfg, "loss.beta")
+    if _has(cfg, "loss.batch_size_per_image"):
+        _int(cfg, "loss.batch_size_per_image")
+    if _has(cfg, "loss.positive_fraction"):
+        _number(cfg, "loss.positive_fraction", 0.0, 1.0, low_open=True, optional=True)
+    if _has(cfg, "loss.nms_thresh"):
+        _number(cfg, "loss.nms_thresh", 0.0, 1.0, low_open=True)
+    check_target_keys(cfg, "loss")
+
+
+def _check_model(cfg: DictConfig) -> None:
+    if _has(cfg, "model.prior_prob"):
+        _number(cfg, "model.prior_prob", 0.0, 1.0, low_open=True, high_open=True, optional=True)
+    if _has(cfg, "model.score_thresh"):
+        _number(cfg, "model.score_thresh", 0.0, 1.0)
+    if _has(cfg, "model.nms_thresh"):
+        _number(cfg, "model.nms_thresh", 0.0, 1.0, low_open=True)
+    for key in ("topk_candidates", "detections_per_img", "fpn_channels", "num_scales"):
+        if _has(cfg, f"model.{key}"):
+            _int(cfg, f"model.{key}")
+    if _has(cfg, "model.num_convs"):
+        _int(cfg, "model.num_convs", minimum=0)
+    for key in ("fg_iou_thresh", "bg_iou_thresh"):
+        if _has(cfg, f"model.{key}"):
+            _number(cfg, f"model.{key}", 0.0, 1.0)
+    if _has(cfg, "model.anchor_sizes"):
+        sizes = _get(cfg, "model.anchor_sizes")
+        if (
+            not isinstance(sizes, list)
+            or not sizes
+            or not all(_is_number(s) and s > 0 for s in sizes)
+        ):
+            raise ConfigError(
+                "model.anchor_sizes", f"must be a list of positive sizes, got {sizes!r}"
+            )
+    if _has(cfg, "model.aspect_ratios"):
+        ratios = _get(cfg, "model.aspect_ratios")
+        if (
+            not isinstance(ratios, list)
+            or not ratios
+            or not all(_is_number(r) and r > 0 for r in ratios)
+        ):
+            raise ConfigError(
+                "model.aspect_ratios", f"must be a list of positive ratios, got {ratios!r}"
+            )
+    check_target_keys(cfg, "model", injected=("num_classes", "cls_loss"))
+
+
+def _check_train(cfg: DictConfig) -> None:
+    _known_keys(cfg, "train", TRAIN_KEYS)
+    for key in ("max_iter", "batch_size", "checkpoint_period", "keep_checkpoints", "log_period",
+                "max_nonfinite", "eval_batch_size"):  # fmt: skip
+        if _has(cfg, f"train.{key}"):
+            _int(cfg, f"train.{key}")
+    for key in ("eval_period", "num_workers", "seed", "vis_images"):
+        if _has(cfg, f"train.{key}"):
+            _int(cfg, f"train.{key}", minimum=0)
+    for key in ("resume", "deterministic", "channels_last", "compile"):
+        if _has(cfg, f"train.{key}"):
+            _bool(cfg, f"train.{key}")
+    if _has(cfg, "train.amp"):
+        _choice(cfg, "train.amp", AMP_CHOICES)
+    if _has(cfg, "train.device"):
+        _choice(cfg, "train.device", DEVICE_CHOICES)
+    if _has(cfg, "train.clip_grad_norm"):
+        _number(cfg, "train.clip_grad_norm", 0.0, low_open=True, optional=True)
+    if _has(cfg, "train.vis_score_thresh"):
+        _number(cfg, "train.vis_score_thresh", 0.0, 1.0)
+
+
+def _check_schedule(cfg: DictConfig) -> None:
+    _known_keys(cfg, "schedule", SCHEDULE_KEYS)
+    if not isinstance(cfg.get("schedule"), DictConfig):
+        return
+    _choice(cfg, "schedule.name", SCHEDULE_CHOICES)
+    steps = _get(cfg, "schedule.steps")
+    if not isinstance(steps, list) or not all(_is_int(s) and s > 0 for s in steps):
+        raise ConfigError("schedule.steps", f"must be a list of positive iterations, got {steps!r}")
+    if steps != sorted(steps):
+        raise ConfigError("schedule.steps", f"must be increasing, got {steps!r}")
+    _number(cfg, "schedule.gamma", 0.0, 1.0, low_open=True)
+    _int(cfg, "schedule.warmup_iters", minimum=0)
+    _number(cfg, "schedule.warmup_factor", 0.0, 1.0, low_open=True)
+    _number(cfg, "schedule.min_factor", 0.0, 1.0)
+
+
+def _check_optim(cfg: DictConfig) -> None:
+    _known_keys(cfg, "optim", OPTIM_KEYS)
+    if not isinstance(cfg.get("optim"), DictConfig):
+        return
+    _number(cfg, "optim.base_lr", 0.0, low_open=True)
+    _int(cfg, "optim.reference_batch_size")
+    _number(cfg, "optim.weight_decay", 0.0)
+    _bool(cfg, "optim.no_decay_norm_bias")
+    check_target_keys(cfg, "optim.optimizer", injected=("params", "lr"))
+
+
+def default_generated_root(cfg: DictConfig) -> Path | None:
+    """The root a generated dataset (``data.generator`` set) is created at when missing."""
+    if _get(cfg, "data.generator") is None or not _has(cfg, "paths.data_dir"):
+        return None
+    return Path(_get(cfg, "paths.data_dir")) / str(_get(cfg, "data.name"))
+
+
+def _check_data(cfg: DictConfig) -> None:
+    _known_keys(cfg, "data", DATA_KEYS)
+    if not _has(cfg, "data.root"):
+        return
+    root = _get(cfg, "data.root")
+    if not isinstance(root, str) or not root:
+        raise ConfigError("data.root", f"must be a directory path, got {root!r}")
+    generator = _get(cfg, "data.generator") if _has(cfg, "data.generator") else None
+    if generator is not None:
+        if not isinstance(generator, dict):
+            raise ConfigError("data.generator", f"must be a mapping or null, got {generator!r}")
+        for key in ("train", "val", "size", "num_classes"):
+            if key in generator:
+                _int(cfg, f"data.generator.{key}")
+    if Path(root).is_dir():
+        return
+    default = default_generated_root(cfg) if generator is not None else None
+    if default is not None and Path(root).resolve() == default.resolve():
+        return  # generated on first use
+    if Path(root).exists():
+        raise ConfigError("data.root", f"{root} is not a directory")
+    raise ConfigError("data.root", f"directory {root} does not exist")
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Check every known node of a composed config; raise :class:`ConfigError` on the first
+    bad value or unknown key."""
+    _check_loss(cfg)
+    _check_model(cfg)
+    _check_train(cfg)
+    _check_schedule(cfg)
+    _check_optim(cfg)
+    _check_data(cfg)

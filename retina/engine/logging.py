@@ -1,0 +1,165 @@
+"""Training-run logging: TensorBoard scalars and images, a progress bar, ``metrics.json``.
+
+Only rank 0 writes; on other ranks every method is a no-op, so the loop calls them
+unconditionally. Tag names are stable: ``train/loss_cls``, ``train/loss_box_reg``,
+``train/lr``, ``train/num_pos``, ``train/img_per_s``, ``val/AP``, ``val/AP50``, ...
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger("retina.train")
+
+SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm",
+                "ARl")  # fmt: skip
+
+
+def draw_detections(
+    image: torch.Tensor,
+    detection: Mapping[str, torch.Tensor],
+    class_names: Sequence[str],
+    score_thresh: float = 0.3,
+) -> torch.Tensor:
+    """Draw boxes with class names and scores.
+
+    Args:
+        image: uint8 ``(3, H, W)``.
+        detection: ``boxes (D, 4)`` xyxy in the image's pixels, ``scores (D,)``, ``labels (D,)``.
+        class_names: name per contiguous label.
+        score_thresh: boxes below this score are not drawn.
+
+    Returns:
+        uint8 ``(3, H, W)`` with the boxes drawn.
+    """
+    from torchvision.utils import draw_bounding_boxes
+
+    keep = detection["scores"] >= score_thresh
+    boxes = detection["boxes"][keep].detach().float().cpu()
+    labels = detection["labels"][keep].tolist()
+    scores = detection["scores"][keep].tolist()
+    if boxes.numel() == 0:
+        return image
+    names = [
+        f"{class_names[c] if c < len(class_names) else c} {s:.2f}"
+        for c, s in zip(labels, scores, strict=True)
+    ]
+    palette = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6"]
+    colors = [palette[c % len(palette)] for c in labels]
+    return draw_bounding_boxes(image.cpu(), boxes, labels=names, colors=colors, width=2)
+
+
+class RunLogger:
+    """TensorBoard writer + tqdm progress bar for one run (inactive on ranks other than 0).
+
+    Args:
+        run_dir: the run directory; events go to ``run_dir/tensorboard``.
+        max_iter: total iterations (the bar's length and ETA).
+        start_iter: iteration the run starts or resumes at.
+        enabled: false on non-zero ranks.
+        progress_bar: show the tqdm bar (on stderr).
+    """
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        *,
+        max_iter: int,
+        start_iter: int = 0,
+        enabled: bool = True,
+        progress_bar: bool = True,
+    ) -> None:
+        self.enabled = enabled
+        self.writer = None
+        self.bar = None
+        if not enabled:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(
+            log_dir=str(Path(run_dir) / "tensorboard"), purge_step=start_iter
+        )
+        if progress_bar:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=max_iter, initial=start_iter, desc="train", unit="it",
+                            dynamic_ncols=True, mininterval=1.0)  # fmt: skip
+
+    def scalars(self, values: Mapping[str, float], step: int) -> None:
+        """Write scalars, e.g. ``{"train/loss_cls": 0.3}``; non-finite values are skipped."""
+        if self.writer is None:
+            return
+        for tag, value in values.items():
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                self.writer.add_scalar(tag, value, step)
+
+    def images(self, tag: str, images: Sequence[torch.Tensor], step: int) -> None:
+        """Write uint8 ``(3, H, W)`` images as ``tag/0``, ``tag/1``, ..."""
+        if self.writer is None:
+            return
+        for i, image in enumerate(images):
+            self.writer.add_image(f"{tag}/{i}", image, step, dataformats="CHW")
+
+    def metrics(self, metrics: Mapping[str, Any], step: int, prefix: str = "val") -> None:
+        """Write the COCO summary numbers (percent) and per-category AP."""
+        self.scalars({f"{prefix}/{k}": metrics[k] for k in SUMMARY_KEYS if k in metrics}, step)
+        per_cat = metrics.get("per_category") or {}
+        self.scalars({f"{prefix}_per_category/{name}": ap for name, ap in per_cat.items()}, step)
+
+    def progress(self, iteration: int, postfix: Mapping[str, float]) -> None:
+        """Advance the bar to ``iteration`` (1-based count of finished iterations)."""
+        if self.bar is None:
+            return
+        self.bar.update(iteration - self.bar.n)
+        self.bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items()}, refresh=False)
+
+    def write(self, message: str) -> None:
+        """Log a line without breaking the progress bar."""
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.clear()
+        log.info(message)
+        if self.bar is not None:
+            self.bar.refresh()
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def write_metrics_json(
+    path: str | os.PathLike, metrics: Mapping[str, Any], config: Mapping[str, Any], **extra: Any
+) -> Path:
+    """Write ``metrics.json``: the COCO metrics in percent at the top level, plus ``config``
+    (the resolved config) and any ``extra`` entries (e.g. ``iteration``)."""
+    path = Path(path)
+    payload = {**dict(metrics), **extra, "config": dict(config)}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=_jsonable) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
