@@ -307,3 +307,66 @@ def validate_config(cfg: DictConfig) -> None:
     _check_schedule(cfg)
     _check_optim(cfg)
     _check_data(cfg)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message (and its cause's, for Hydra's wrappers) on one line."""
+    parts = [str(exc).strip()]
+    cause = exc.__cause__
+    if cause is not None and str(cause).strip() and str(cause).strip() not in parts[0]:
+        parts.append(str(cause).strip())
+    text = "; ".join(p for p in parts if p) or type(exc).__name__
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    # Hydra's hints ("To append to your config use +x=y") and OmegaConf's context lines
+    # ("full_key: ...", "object_type=dict") add nothing once the key is named.
+    keep = [
+        ln for ln in lines
+        if not ln.startswith(("To append", "full_key:", "object_type=", "reference_type="))
+    ]  # fmt: skip
+    return " ".join(keep or lines)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean bad input (config, data, checkpoint), not a bug: the
+    entry points print them as one line instead of a traceback."""
+    from hydra.errors import HydraException
+
+    from retina.data.errors import DataError
+    from retina.engine.checkpoint import CheckpointError
+
+    errors: list[type[BaseException]] = [
+        ConfigError, DataError, CheckpointError, HydraException, OmegaConfBaseException,
+    ]  # fmt: skip
+    try:
+        from retina.engine.trainer import NonFiniteLossError
+
+        errors.append(NonFiniteLossError)
+    except ImportError:  # pragma: no cover - the trainer ships with the package
+        pass
+    return tuple(errors)
+
+
+def run_cli(app: Any, prog: str) -> None:
+    """Run a ``@hydra.main`` function; bad input ends the process with one line on stderr
+    and exit status 1 instead of a traceback.
+
+    Hydra prints its own errors (an unknown override key, a missing config group option)
+    over several lines; with ``HYDRA_FULL_ERROR`` set it re-raises them instead, so it is
+    set here and the error is printed as one line. A user who sets ``HYDRA_FULL_ERROR=1``
+    gets full tracebacks as usual.
+    """
+    import os
+    import sys
+
+    wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        app()
+    except user_errors() as exc:
+        if wants_traceback:
+            raise
+        sys.stderr.write(f"{prog}: error: {one_line(exc)}\n")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{prog}: interrupted\n")
+        sys.exit(130)

@@ -82,8 +82,10 @@ class SeededSamples(Dataset):
         np.random.seed(seed)
         torch.manual_seed(seed)
         transforms = getattr(self.dataset, "transforms", None)
-        if hasattr(transforms, "set_random_seed"):
-            transforms.set_random_seed(seed)
+        for method in ("set_seed", "set_random_seed"):  # retina's wrapper / albumentations
+            if hasattr(transforms, method):
+                getattr(transforms, method)(seed)
+                break
         try:
             return self.dataset[index]
         finally:
@@ -178,6 +180,8 @@ class ResumableLoader:
                     num_workers=self.num_workers,
                     pin_memory=self.pin_memory,
                     persistent_workers=False,
+                    # its own generator, so creating workers never draws from the global RNG
+                    generator=torch.Generator().manual_seed(self.seed),
                 )
             )
         batch = next(self._iter)

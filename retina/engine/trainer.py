@@ -13,7 +13,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -104,7 +104,6 @@ class Trainer:
             global batch (the model's ``last_num_pos``, summed over ranks), so that N
             processes compute exactly the gradient of one process with the global batch.
             Right for a model whose losses are divided by its batch's foreground count.
-        channels_last: convert image batches to channels-last memory format.
         hooks: checkpoint / evaluation / logging hooks, called in order.
     """
 
@@ -120,7 +119,6 @@ class Trainer:
         clip_grad_norm: float | None = None,
         max_nonfinite: int = 5,
         sync_num_pos: bool = True,
-        channels_last: bool = False,
         hooks: Sequence[Hook] = (),
     ) -> None:
         self.model = model
@@ -135,7 +133,6 @@ class Trainer:
         self.clip_grad_norm = clip_grad_norm
         self.max_nonfinite = max_nonfinite
         self.sync_num_pos = sync_num_pos
-        self.channels_last = channels_last
         self.hooks = list(hooks)
         self.dist = current()
         self.iteration = 0  # optimizer steps done (including skipped ones)
@@ -213,8 +210,6 @@ class Trainer:
     ) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
         non_blocking = self.device.type == "cuda"
         images = [img.to(self.device, non_blocking=non_blocking) for img in images]
-        if self.channels_last:
-            images = [img.contiguous(memory_format=torch.channels_last) for img in images]
         targets = [
             {k: v.to(self.device, non_blocking=non_blocking) if torch.is_tensor(v) else v
              for k, v in t.items()}
@@ -299,24 +294,3 @@ class Trainer:
             set_rng_state(state["rng"])
         if "data_position" in state and hasattr(self.data, "load_state_dict"):
             self.data.load_state_dict(state["data_position"])
-
-
-class PeriodicHook(Hook):
-    """Calls ``fn(trainer)`` every ``period`` iterations (0 = never) and once at the end
-    (unless the last iteration was itself a multiple of the period)."""
-
-    def __init__(self, period: int, fn: Callable[[Trainer], None], at_end: bool = True) -> None:
-        self.period = period
-        self.fn = fn
-        self.at_end = at_end
-        self._done_at = -1
-
-    def after_step(self, trainer: Trainer) -> None:
-        if self.period > 0 and trainer.iteration % self.period == 0:
-            self.fn(trainer)
-            self._done_at = trainer.iteration
-
-    def after_train(self, trainer: Trainer) -> None:
-        if self.at_end and self._done_at != trainer.iteration:
-            self.fn(trainer)
-            self._done_at = trainer.iteration

@@ -1,0 +1,173 @@
+"""The training run's hooks: logging, periodic evaluation, periodic checkpoints."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from retina.engine.logging import RunLogger, draw_detections
+from retina.engine.trainer import Hook, Trainer, unwrap
+
+log = logging.getLogger("retina.train")
+
+
+class LogHook(Hook):
+    """Progress bar every step; TensorBoard ``train/*`` scalars every ``period`` steps.
+
+    ``train/img_per_s`` is measured over the whole period (data loading included).
+    """
+
+    def __init__(self, logger: RunLogger, period: int) -> None:
+        self.logger = logger
+        self.period = period
+        self._t0 = time.perf_counter()
+        self._seen0 = 0
+        self._rate = 0.0
+
+    def before_train(self, trainer: Trainer) -> None:
+        self._t0, self._seen0 = time.perf_counter(), trainer.images_seen
+
+    def after_step(self, trainer: Trainer) -> None:
+        last = trainer.last
+        now = time.perf_counter()
+        elapsed = now - self._t0
+        if trainer.iteration % self.period == 0 or trainer.iteration == trainer.max_iter:
+            if elapsed > 0:
+                self._rate = (trainer.images_seen - self._seen0) / elapsed
+            self._t0, self._seen0 = now, trainer.images_seen
+            scalars = {
+                f"train/{k}": last[k]
+                for k in ("loss_cls", "loss_box_reg", "loss", "lr", "num_pos", "grad_norm")
+                if k in last
+            }
+            scalars["train/img_per_s"] = self._rate
+            self.logger.scalars(scalars, trainer.iteration)
+        elif self._rate == 0.0 and elapsed > 0:
+            self._rate = (trainer.images_seen - self._seen0) / elapsed
+        self.logger.progress(
+            trainer.iteration,
+            {
+                "cls": last.get("loss_cls", float("nan")),
+                "box": last.get("loss_box_reg", float("nan")),
+                "lr": last.get("lr", float("nan")),
+                "img/s": self._rate,
+            },
+        )
+
+
+class EvalHook(Hook):
+    """COCO evaluation every ``period`` iterations (0 = only at the end) and after training.
+
+    Logs ``val/AP``, ``val/AP50``, ... and ``vis_images`` validation images with their
+    predicted boxes (``val/detections``); the last metrics stay in :attr:`metrics`. The final
+    evaluation also writes ``coco_results.json`` into the run directory.
+    """
+
+    def __init__(
+        self,
+        *,
+        period: int,
+        val_loader: Any,
+        val_set: Any,
+        logger: RunLogger,
+        run_dir: Path,
+        vis_images: int = 4,
+        vis_score_thresh: float = 0.3,
+    ) -> None:
+        self.period = period
+        self.val_loader, self.val_set = val_loader, val_set
+        self.logger, self.run_dir = logger, Path(run_dir)
+        self.vis_images, self.vis_score_thresh = vis_images, vis_score_thresh
+        self.metrics: dict[str, Any] = {}
+        self._done_at = -1
+
+    def after_step(self, trainer: Trainer) -> None:
+        if self.period > 0 and trainer.iteration % self.period == 0:
+            self.evaluate(trainer, final=trainer.iteration == trainer.max_iter)
+
+    def after_train(self, trainer: Trainer) -> None:
+        if self._done_at != trainer.iteration or not self.metrics:
+            self.evaluate(trainer, final=True)
+
+    def evaluate(self, trainer: Trainer, final: bool) -> dict[str, Any]:
+        from retina.engine.evaluation import evaluate_detections, run_inference
+
+        model = unwrap(trainer.model)
+        start = time.perf_counter()
+        detections = run_inference(model, self.val_loader, trainer.device)
+        out_dir = self.run_dir if final else None
+        self.metrics = evaluate_detections(detections, self.val_set, out_dir=out_dir)
+        self._done_at = trainer.iteration
+        self.logger.metrics(self.metrics, trainer.iteration)
+        if self.logger.enabled and self.vis_images > 0:
+            self.logger.images("val/detections", self._draw(model, trainer.device),
+                               trainer.iteration)  # fmt: skip
+        self.logger.flush()
+        self.logger.write(
+            f"iteration {trainer.iteration}: val AP {self.metrics.get('AP', float('nan')):.1f} "
+            f"AP50 {self.metrics.get('AP50', float('nan')):.1f} "
+            f"({time.perf_counter() - start:.0f} s)"
+        )
+        model.train()
+        return self.metrics
+
+    @torch.no_grad()
+    def _draw(self, model: torch.nn.Module, device: torch.device) -> list[torch.Tensor]:
+        was_training = model.training
+        model.eval()
+        drawn = []
+        for index in range(min(self.vis_images, len(self.val_set))):
+            item = self.val_set[index]
+            if item is None:  # a broken image
+                continue
+            image = item[0]
+            (det,) = model([image.to(device)])
+            names = list(self.val_set.class_names)
+            drawn.append(draw_detections(image, det, names, self.vis_score_thresh))
+        model.train(was_training)
+        return drawn
+
+
+class CheckpointHook(Hook):
+    """Writes ``checkpoints/model_NNNNNNN.pt`` and ``last.pt`` every ``period`` iterations
+    and at the end (rank 0 only), keeping the last ``keep``.
+
+    The checkpoint is the trainer's state (model, optimizer, scheduler, scaler, iteration,
+    RNG states, data position) plus ``extra`` (label mapping, resolved config).
+    """
+
+    def __init__(
+        self,
+        *,
+        period: int,
+        directory: Path,
+        keep: int,
+        extra: dict[str, Any],
+        logger: RunLogger,
+        enabled: bool = True,
+    ) -> None:
+        self.period, self.directory, self.keep = period, Path(directory), keep
+        self.extra, self.logger, self.enabled = extra, logger, enabled
+        self._done_at = -1
+
+    def after_step(self, trainer: Trainer) -> None:
+        if self.period > 0 and trainer.iteration % self.period == 0:
+            self.save(trainer)
+
+    def after_train(self, trainer: Trainer) -> None:
+        if self._done_at != trainer.iteration:
+            self.save(trainer)
+
+    def save(self, trainer: Trainer) -> None:
+        self._done_at = trainer.iteration
+        if not self.enabled:
+            return
+        from retina.engine.checkpoint import save_checkpoint
+
+        state = {**trainer.state_dict(), **self.extra}
+        path = save_checkpoint(state, self.directory, trainer.iteration, keep=self.keep)
+        log.debug("wrote %s", path)
