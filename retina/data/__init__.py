@@ -1,0 +1,35 @@
+"""Data: COCO-format datasets, transforms, batching, synthetic shapes and validation.
+
+Importing this package is light: albumentations and pycocotools load only when used.
+"""
+
+from retina.data.batching import (
+    AspectRatioGroupedBatchSampler,
+    DistributedShuffleSampler,
+    aspect_ratio_group_ids,
+    collate_detection,
+    make_generator,
+    pad_images,
+    seed_worker,
+)
+from retina.data.coco import CocoDetection, detections_to_coco
+from retina.data.errors import DataError
+from retina.data.shapes import make_shapes_dataset
+from retina.data.validate import Problem, check_coco_dict, validate_coco
+
+__all__ = [
+    "AspectRatioGroupedBatchSampler",
+    "CocoDetection",
+    "DataError",
+    "DistributedShuffleSampler",
+    "Problem",
+    "aspect_ratio_group_ids",
+    "check_coco_dict",
+    "collate_detection",
+    "detections_to_coco",
+    "make_generator",
+    "make_shapes_dataset",
+    "pad_images",
+    "seed_worker",
+    "validate_coco",
+]

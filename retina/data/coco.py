@@ -1,0 +1,297 @@
+"""COCO-format detection dataset with compact NumPy records and a contiguous label mapping."""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from retina.data.errors import DataError
+from retina.data.validate import check_coco_dict, load_json, raise_for_problems
+
+logger = logging.getLogger(__name__)
+
+Transform = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+                     tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+"""``(image HWC uint8, boxes (M,4) xyxy, labels (M,), crowd_boxes (C,4)) -> same``."""
+
+
+def _pack_strings(strings: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """UTF-8 strings as one uint8 blob plus ``(N+1,)`` offsets: no Python object per record."""
+    encoded = [s.encode("utf-8") for s in strings]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(b) for b in encoded], out=offsets[1:])
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(), offsets
+
+
+class CocoDetection(torch.utils.data.Dataset):
+    """COCO-format detection dataset.
+
+    Construction reads only the JSON (never an image), runs the validator's JSON checks
+    (raising :class:`DataError` with its messages) and keeps every record in NumPy arrays,
+    so DataLoader workers share them without copy-on-read growth. Evaluation tools that
+    need pycocotools get a ``COCO`` object lazily through :attr:`coco`.
+
+    Labels are contiguous ``0..K-1`` in ascending category-id order:
+    ``cat_ids[label] == category_id``. Boxes with non-positive width or height are dropped
+    at load time; crowd annotations become ``crowd_boxes``.
+
+    Broken images met while loading (unreadable, corrupt, or of another size than the
+    JSON says) are logged, counted in :attr:`num_broken` (per process: each DataLoader
+    worker counts its own) and skipped: with ``on_broken="next"`` the next valid image is
+    returned in its place (training); with ``"skip"`` the item is ``None`` and
+    :func:`~retina.data.batching.collate_detection` leaves it out (evaluation, where a
+    substitute would duplicate an image id). When more than ``max_broken_fraction`` of the
+    dataset is broken, :class:`DataError` stops the run.
+
+    Args:
+        ann_file: COCO annotation JSON.
+        image_root: directory that each image's ``file_name`` is relative to.
+        transforms: callable applied to numpy data, see :data:`Transform`
+            (e.g. :func:`~retina.data.transforms.build_transforms`).
+        drop_empty: drop images with no non-crowd box (set for training; keep ``False`` for
+            evaluation so every image is scored).
+        check: run the JSON checks at construction.
+        max_broken_fraction: fraction of broken images tolerated before the run stops.
+        on_broken: ``"next"`` or ``"skip"``, see above.
+    """
+
+    def __init__(self, ann_file: str | Path, image_root: str | Path,
+                 transforms: Transform | None = None, *, drop_empty: bool = False,
+                 check: bool = True, max_broken_fraction: float = 0.01,
+                 on_broken: Literal["next", "skip"] = "next") -> None:
+        if on_broken not in ("next", "skip"):
+            raise DataError(f"on_broken must be 'next' or 'skip', got {on_broken!r}")
+        if not 0.0 <= max_broken_fraction <= 1.0:
+            raise DataError(f"max_broken_fraction must be in [0, 1], got {max_broken_fraction}")
+        self.ann_file = str(ann_file)
+        self.image_root = str(image_root)
+        self.transforms = transforms
+        self.drop_empty = drop_empty
+        self.max_broken_fraction = max_broken_fraction
+        self.on_broken = on_broken
+        self.num_broken = 0
+        self._broken: set[int] = set()
+        self._coco: Any = None
+        self._load(check)
+        # Python objects are created only after the parsed JSON is freed, so that they do not
+        # pin its memory arenas
+        self.cat_ids: list[int] = self._cat_ids.tolist()
+        blob, offsets = self._cat_names
+        self.class_names: list[str] = [blob[offsets[i]:offsets[i + 1]].tobytes().decode("utf-8")
+                                       for i in range(len(offsets) - 1)]
+        del self._cat_names
+
+    # ------------------------------------------------------------------ loading
+    def _load(self, check: bool) -> None:
+        data, problems = load_json(self.ann_file)
+        raise_for_problems(problems)
+        if check:
+            raise_for_problems(check_coco_dict(data, self.ann_file))
+        try:
+            self._build_arrays(data)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise DataError(f"{self.ann_file}: malformed annotations ({type(exc).__name__}: "
+                            f"{exc}); run retina-check-data for details") from None
+        del data
+        gc.collect()
+
+    def _build_arrays(self, data: dict) -> None:
+        cats = sorted(data["categories"], key=lambda c: c["id"])
+        self._cat_ids = np.array([c["id"] for c in cats], dtype=np.int64)
+        self._cat_names = _pack_strings([str(c["name"]) for c in cats])
+        images = data["images"]
+        image_ids = np.array([img["id"] for img in images], dtype=np.int64)
+        self._widths = np.array([img["width"] for img in images], dtype=np.int32)
+        self._heights = np.array([img["height"] for img in images], dtype=np.int32)
+        self._names, self._name_offsets = _pack_strings([img["file_name"] for img in images])
+
+        anns = data["annotations"]
+        ann_image = np.array([a["image_id"] for a in anns], dtype=np.int64)
+        ann_cat = np.array([a["category_id"] for a in anns], dtype=np.int64)
+        crowd = np.array([a.get("iscrowd", 0) for a in anns], dtype=bool)
+        xywh = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
+
+        order = np.argsort(image_ids, kind="stable")
+        image_pos = order[np.searchsorted(image_ids, ann_image, sorter=order)]
+        labels = np.searchsorted(self._cat_ids, ann_cat)
+        if len(anns) and (
+            np.any(image_ids[image_pos] != ann_image)
+            or np.any(self._cat_ids[np.minimum(labels, len(cats) - 1)] != ann_cat)
+        ):
+            raise ValueError("an annotation refers to a missing image or category")
+        keep = (xywh[:, 2] > 0) & (xywh[:, 3] > 0) & np.isfinite(xywh).all(axis=1)
+        self.num_dropped_boxes = int((~keep).sum())
+        by_image = np.argsort(image_pos[keep], kind="stable")
+        sel = np.flatnonzero(keep)[by_image]
+        boxes = xywh[sel].astype(np.float32)
+        boxes[:, 2:] += boxes[:, :2]
+        self._boxes = boxes  # (A, 4) xyxy, grouped by image
+        self._labels = labels[sel].astype(np.int16 if len(cats) < 2**15 else np.int64)
+        self._crowd = crowd[sel]
+        counts = np.bincount(image_pos[sel], minlength=len(images))
+        self._ann_offsets = np.zeros(len(images) + 1, dtype=np.int64)
+        np.cumsum(counts, out=self._ann_offsets[1:])
+        self._image_ids = image_ids
+        non_crowd = np.bincount(image_pos[sel][~self._crowd], minlength=len(images))
+        served = np.flatnonzero(non_crowd > 0) if self.drop_empty else np.arange(len(images))
+        self._served = served.astype(np.int64)  # dataset index -> image position
+
+    # ------------------------------------------------------------------ mapping
+    @property
+    def num_classes(self) -> int:
+        """Number of categories K."""
+        return len(self.cat_ids)
+
+    def label_to_cat_id(self, labels: torch.Tensor | np.ndarray | Sequence[int]
+                        ) -> torch.Tensor | np.ndarray:
+        """Contiguous labels ``(N,)`` -> COCO category ids ``(N,)`` (tensor in, tensor out)."""
+        lookup = np.asarray(self.cat_ids, dtype=np.int64)
+        if isinstance(labels, torch.Tensor):
+            return torch.as_tensor(lookup, device=labels.device)[labels.long()]
+        return lookup[np.asarray(labels, dtype=np.int64)]
+
+    def cat_id_to_label(self, cat_ids: torch.Tensor | np.ndarray | Sequence[int]
+                        ) -> torch.Tensor | np.ndarray:
+        """COCO category ids ``(N,)`` -> contiguous labels ``(N,)``; unknown ids raise."""
+        lookup = np.asarray(self.cat_ids, dtype=np.int64)
+        values = cat_ids.cpu().numpy() if isinstance(cat_ids, torch.Tensor) else cat_ids
+        values = np.asarray(values, dtype=np.int64)
+        labels = np.searchsorted(lookup, values)
+        if labels.size and (np.any(labels >= len(lookup))
+                            or np.any(lookup[np.minimum(labels, len(lookup) - 1)] != values)):
+            raise DataError(f"{self.ann_file}: unknown category id(s) in {values.tolist()}")
+        if isinstance(cat_ids, torch.Tensor):
+            return torch.as_tensor(labels, device=cat_ids.device)
+        return labels
+
+    def label_mapping(self) -> dict[str, list]:
+        """``{"cat_ids": [...], "class_names": [...]}`` for checkpoints and results."""
+        return {"cat_ids": list(self.cat_ids), "class_names": list(self.class_names)}
+
+    @property
+    def image_ids(self) -> list[int]:
+        """COCO image ids served, in dataset-index order."""
+        return self._image_ids[self._served].tolist()
+
+    # ------------------------------------------------------------------ records
+    def __len__(self) -> int:
+        return len(self._served)
+
+    def image_info(self, index: int) -> dict[str, Any]:
+        """``{"id", "file_name", "width", "height"}`` of dataset item ``index`` (no I/O)."""
+        pos = int(self._served[index])
+        lo, hi = self._name_offsets[pos], self._name_offsets[pos + 1]
+        return {"id": int(self._image_ids[pos]),
+                "file_name": self._names[lo:hi].tobytes().decode("utf-8"),
+                "width": int(self._widths[pos]), "height": int(self._heights[pos])}
+
+    def aspect_ratios(self) -> np.ndarray:
+        """Width / height of every served image, ``(N,)`` float32, from the JSON."""
+        pos = self._served
+        return (self._widths[pos] / self._heights[pos]).astype(np.float32)
+
+    def annotations(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(boxes (M,4) xyxy float32, labels (M,) int64, crowd_boxes (C,4))`` from the JSON."""
+        pos = int(self._served[index])
+        lo, hi = self._ann_offsets[pos], self._ann_offsets[pos + 1]
+        boxes, labels, crowd = self._boxes[lo:hi], self._labels[lo:hi], self._crowd[lo:hi]
+        return boxes[~crowd].copy(), labels[~crowd].astype(np.int64), boxes[crowd].copy()
+
+    @property
+    def coco(self) -> Any:
+        """A pycocotools ``COCO`` of :attr:`ann_file`, built on first use (for evaluation)."""
+        if self._coco is None:
+            import contextlib
+            import io
+
+            from pycocotools.coco import COCO
+
+            with contextlib.redirect_stdout(io.StringIO()):
+                self._coco = COCO(self.ann_file)
+        return self._coco
+
+    # ------------------------------------------------------------------ items
+    def _read_image(self, info: dict[str, Any]) -> np.ndarray:
+        from PIL import Image
+
+        path = Path(self.image_root) / info["file_name"]
+        with Image.open(path) as handle:
+            image = np.asarray(handle.convert("RGB"))
+        if image.shape[:2] != (info["height"], info["width"]):
+            raise ValueError(f"image is {image.shape[1]}x{image.shape[0]} but the JSON says"
+                             f" {info['width']}x{info['height']}")
+        return image
+
+    def _note_broken(self, index: int, info: dict[str, Any], exc: Exception) -> None:
+        self._broken.add(index)
+        self.num_broken += 1
+        path = Path(self.image_root) / info["file_name"]
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        logger.warning("skipping broken image %s (image id %d): %s", path, info["id"], reason)
+        if self.num_broken > self.max_broken_fraction * len(self):
+            raise DataError(f"{self.num_broken} of {len(self)} images are broken (more than "
+                            f"max_broken_fraction={self.max_broken_fraction}); last: {path} "
+                            f"(image id {info['id']}): {reason}")
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]] | None:
+        """Item ``index`` as ``(image (3,H,W) uint8, target)``; see the class docstring."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} images")
+        index %= len(self)
+        for attempt in range(len(self)):
+            current = (index + attempt) % len(self)
+            if current in self._broken:
+                continue
+            info = self.image_info(current)
+            try:
+                image = self._read_image(info)
+            except Exception as exc:  # noqa: BLE001 - decoders raise many types
+                self._note_broken(current, info, exc)
+                if self.on_broken == "skip":
+                    return None
+                continue
+            return self._make_item(current, info, image)
+        raise DataError(f"{self.ann_file}: no readable image left in {self.image_root}")
+
+    def _make_item(self, index: int, info: dict[str, Any], image: np.ndarray
+                   ) -> tuple[torch.Tensor, dict[str, Any]]:
+        boxes, labels, crowd = self.annotations(index)
+        h, w = image.shape[:2]
+        for b in (boxes, crowd):
+            np.clip(b[:, 0::2], 0, w, out=b[:, 0::2])
+            np.clip(b[:, 1::2], 0, h, out=b[:, 1::2])
+        valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        boxes, labels = boxes[valid], labels[valid]
+        crowd = crowd[(crowd[:, 2] > crowd[:, 0]) & (crowd[:, 3] > crowd[:, 1])]
+        if self.transforms is not None:
+            image, boxes, labels, crowd = self.transforms(image, boxes, labels, crowd)
+        tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        target = {
+            "boxes": torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.as_tensor(labels, dtype=torch.int64).reshape(-1),
+            "crowd_boxes": torch.as_tensor(crowd, dtype=torch.float32).reshape(-1, 4),
+            "image_id": info["id"],
+            "orig_size": (h, w),
+        }
+        return tensor, target
+
+
+def detections_to_coco(dataset: CocoDetection, image_id: int, boxes: torch.Tensor,
+                       scores: torch.Tensor, labels: torch.Tensor) -> list[dict[str, Any]]:
+    """One image's detections as COCO results entries (xywh, category ids mapped back).
+
+    Args:
+        boxes: ``(D, 4)`` xyxy in the original image's pixels; scores ``(D,)``; labels ``(D,)``.
+    """
+    boxes = boxes.detach().float().cpu()
+    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
+    cat_ids = dataset.label_to_cat_id(labels.detach().cpu()).tolist()
+    return [{"image_id": int(image_id), "category_id": int(c), "bbox": [round(v, 2) for v in b],
+             "score": round(float(s), 5)}
+            for b, s, c in zip(xywh, scores.detach().cpu().tolist(), cat_ids, strict=True)]

@@ -1,0 +1,278 @@
+"""COCO annotation and image validator (``retina-check-data``).
+
+:func:`validate_coco` lists every problem of a COCO-format dataset, each as a one-line
+message naming the annotation id, image id or file. :func:`check_coco_dict` holds the JSON
+checks alone; :class:`~retina.data.coco.CocoDetection` runs them before any work and raises
+:class:`DataError` with the same messages.
+
+Boxes may exceed the image by at most ``BOX_TOLERANCE`` pixels (rounding in real datasets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retina.data.errors import DataError
+
+BOX_TOLERANCE = 1.0
+"""Pixels a box may extend beyond the image border before it is reported."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found in a dataset; ``message`` is a single line naming its location."""
+
+    message: str
+    image_id: int | None = None
+    ann_id: int | None = None
+    file: str | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def load_json(ann_file: str | Path) -> tuple[Any, list[Problem]]:
+    """Parse ``ann_file``; returns ``(data, [])`` or ``(None, [problem])``."""
+    path = str(ann_file)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle), []
+    except FileNotFoundError:
+        return None, [Problem(f"{path}: annotation file not found", file=path)]
+    except json.JSONDecodeError as exc:
+        return None, [Problem(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}:"
+                              f" {exc.msg}", file=path)]
+    except (OSError, UnicodeDecodeError, RecursionError) as exc:
+        return None, [Problem(f"{path}: cannot read annotation file: {exc}", file=path)]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_images(images: list, source: str, problems: list[Problem]) -> dict[int, tuple]:
+    sizes: dict[int, tuple] = {}
+    for pos, img in enumerate(images):
+        if not isinstance(img, dict):
+            problems.append(Problem(f"{source}: images[{pos}] is not an object"))
+            continue
+        image_id = img.get("id")
+        where = f"image id {image_id}" if _is_int(image_id) else f"images[{pos}]"
+        missing = [k for k in ("id", "file_name", "width", "height") if k not in img]
+        if missing:
+            problems.append(Problem(f"{source}: {where}: missing key(s) {', '.join(missing)}",
+                                    image_id=image_id if _is_int(image_id) else None))
+            continue
+        if not _is_int(image_id):
+            problems.append(Problem(f"{source}: {where}: id must be an integer, got {image_id!r}"))
+            continue
+        w, h = img["width"], img["height"]
+        if not (_is_int(w) and _is_int(h) and w > 0 and h > 0):
+            problems.append(Problem(f"{source}: {where}: width/height must be positive integers,"
+                                    f" got {w!r}x{h!r}", image_id=image_id))
+            continue
+        if not isinstance(img["file_name"], str) or not img["file_name"]:
+            problems.append(Problem(f"{source}: {where}: file_name must be a non-empty string",
+                                    image_id=image_id))
+            continue
+        if image_id in sizes:
+            problems.append(Problem(f"{source}: image id {image_id}: duplicate image id",
+                                    image_id=image_id))
+            continue
+        sizes[image_id] = (w, h)
+    return sizes
+
+
+def _check_categories(categories: list, source: str, problems: list[Problem]) -> set[int]:
+    cat_ids: set[int] = set()
+    for pos, cat in enumerate(categories):
+        if not isinstance(cat, dict) or not _is_int(cat.get("id")) or "name" not in cat:
+            problems.append(Problem(f"{source}: categories[{pos}]: needs an integer 'id' and"
+                                    " a 'name'"))
+            continue
+        if cat["id"] in cat_ids:
+            problems.append(Problem(f"{source}: category id {cat['id']}: duplicate category id"))
+        cat_ids.add(cat["id"])
+    return cat_ids
+
+
+def _check_boxes(records: list[tuple[int, int, list, int]], sizes: dict[int, tuple],
+                 source: str, problems: list[Problem]) -> None:
+    """Vectorised box checks over ``(ann_id, image_id, bbox, position)`` records."""
+    if not records:
+        return
+    boxes = np.array([r[2] for r in records], dtype=np.float64)  # (N, 4) xywh
+    wh = np.array([sizes.get(r[1], (np.inf, np.inf)) for r in records], dtype=np.float64)
+    finite = np.isfinite(boxes).all(axis=1)
+    with np.errstate(invalid="ignore"):
+        positive = (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
+        inside = ((boxes[:, 0] >= -BOX_TOLERANCE) & (boxes[:, 1] >= -BOX_TOLERANCE)
+                  & (boxes[:, 0] + boxes[:, 2] <= wh[:, 0] + BOX_TOLERANCE)
+                  & (boxes[:, 1] + boxes[:, 3] <= wh[:, 1] + BOX_TOLERANCE))
+    for i in np.flatnonzero(~(finite & positive & inside)):
+        ann_id, image_id, bbox, _ = records[i]
+        where = f"{source}: annotation id {ann_id} (image id {image_id})"
+        if not finite[i]:
+            reason = f"bbox has non-finite values {bbox}"
+        elif not positive[i]:
+            reason = f"bbox width/height must be > 0, got {bbox}"
+        else:
+            w, h = sizes[image_id]
+            reason = f"bbox {bbox} lies outside the {w}x{h} image"
+        problems.append(Problem(f"{where}: {reason}", image_id=image_id, ann_id=ann_id))
+
+
+def _check_annotations(annotations: list, sizes: dict[int, tuple], cat_ids: set[int],
+                       source: str, problems: list[Problem]) -> None:
+    seen: set[int] = set()
+    records: list[tuple[int, int, list, int]] = []
+    for pos, ann in enumerate(annotations):
+        if not isinstance(ann, dict):
+            problems.append(Problem(f"{source}: annotations[{pos}] is not an object"))
+            continue
+        ann_id = ann.get("id")
+        where = f"annotation id {ann_id}" if _is_int(ann_id) else f"annotations[{pos}]"
+        missing = [k for k in ("id", "image_id", "category_id", "bbox") if k not in ann]
+        if missing:
+            problems.append(Problem(f"{source}: {where}: missing key(s) {', '.join(missing)}",
+                                    ann_id=ann_id if _is_int(ann_id) else None))
+            continue
+        image_id = ann["image_id"]
+        if not _is_int(ann_id):
+            problems.append(Problem(f"{source}: {where}: id must be an integer, got {ann_id!r}"))
+            continue
+        if ann_id in seen:
+            problems.append(Problem(f"{source}: annotation id {ann_id}: duplicate annotation id",
+                                    ann_id=ann_id))
+            continue
+        seen.add(ann_id)
+        where = f"{source}: annotation id {ann_id} (image id {image_id})"
+        if image_id not in sizes:
+            problems.append(Problem(f"{where}: image id {image_id} does not exist",
+                                    image_id=None, ann_id=ann_id))
+            continue
+        if ann["category_id"] not in cat_ids:
+            problems.append(Problem(f"{where}: category id {ann['category_id']!r} does not exist",
+                                    image_id=image_id, ann_id=ann_id))
+            continue
+        bbox = ann["bbox"]
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+            problems.append(Problem(f"{where}: bbox must be 4 numbers [x, y, w, h], got {bbox!r}",
+                                    image_id=image_id, ann_id=ann_id))
+            continue
+        if ann.get("iscrowd", 0) not in (0, 1):
+            problems.append(Problem(f"{where}: iscrowd must be 0 or 1, got {ann['iscrowd']!r}",
+                                    image_id=image_id, ann_id=ann_id))
+            continue
+        records.append((ann_id, image_id, bbox, pos))
+    _check_boxes(records, sizes, source, problems)
+
+
+def check_coco_dict(data: Any, source: str = "<annotations>") -> list[Problem]:
+    """JSON-level checks of a parsed COCO dict; ``source`` (the file) prefixes each message."""
+    if not isinstance(data, dict):
+        return [Problem(f"{source}: top level must be a JSON object, got {type(data).__name__}",
+                        file=source)]
+    problems: list[Problem] = []
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            problems.append(Problem(f"{source}: missing top-level key '{key}'", file=source))
+        elif not isinstance(data[key], list):
+            problems.append(Problem(f"{source}: '{key}' must be a list", file=source))
+    if problems:
+        return problems
+    sizes = _check_images(data["images"], source, problems)
+    cat_ids = _check_categories(data["categories"], source, problems)
+    _check_annotations(data["annotations"], sizes, cat_ids, source, problems)
+    return problems
+
+
+def check_image_files(data: dict, image_root: str | Path) -> list[Problem]:
+    """Open and fully decode every image; report missing, unreadable or mis-sized files."""
+    from PIL import Image
+
+    problems: list[Problem] = []
+    root = Path(image_root)
+    for img in data.get("images", []):
+        if not (isinstance(img, dict) and isinstance(img.get("file_name"), str)):
+            continue
+        path = root / img["file_name"]
+        image_id = img.get("id")
+        where = f"{path} (image id {image_id})"
+        if not path.is_file():
+            problems.append(Problem(f"{where}: image file is missing", image_id, file=str(path)))
+            continue
+        try:
+            with Image.open(path) as handle:
+                handle.load()
+                size = handle.size
+        except Exception as exc:  # noqa: BLE001 - any decoder failure means a corrupt file
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            problems.append(Problem(f"{where}: unreadable or corrupt image: {reason}", image_id,
+                                    file=str(path)))
+            continue
+        expected = (img.get("width"), img.get("height"))
+        if size != expected:
+            problems.append(Problem(f"{where}: image is {size[0]}x{size[1]} but the JSON says"
+                                    f" {expected[0]}x{expected[1]}", image_id, file=str(path)))
+    return problems
+
+
+def validate_coco(ann_file: str | Path, image_root: str | Path | None = None,
+                  check_images: bool = True) -> list[Problem]:
+    """Every problem of a COCO-format dataset, in file order (empty when clean).
+
+    Args:
+        ann_file: the annotation JSON.
+        image_root: directory that ``file_name`` is relative to; needed when ``check_images``.
+        check_images: also open and decode every image and compare its size with the JSON.
+    """
+    data, problems = load_json(ann_file)
+    if data is None:
+        return problems
+    problems = check_coco_dict(data, str(ann_file))
+    if check_images and image_root is not None and isinstance(data, dict):
+        problems += check_image_files(data, image_root)
+    return problems
+
+
+def raise_for_problems(problems: Sequence[Problem]) -> None:
+    """Raise :class:`DataError` with the first problem (and how many more) when any exist."""
+    if problems:
+        more = f" (and {len(problems) - 1} more problems; run retina-check-data)" \
+            if len(problems) > 1 else ""
+        raise DataError(f"{problems[0].message}{more}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point ``retina-check-data ANN_FILE IMAGE_ROOT``; exit 1 on problems."""
+    parser = argparse.ArgumentParser(prog="retina-check-data",
+                                     description="Validate a COCO-format detection dataset.")
+    parser.add_argument("ann_file", help="COCO annotation JSON")
+    parser.add_argument("image_root", nargs="?", default=None,
+                        help="directory holding the images (omit to check the JSON only)")
+    parser.add_argument("--no-images", action="store_true", help="skip opening the images")
+    args = parser.parse_args(argv)
+    problems = validate_coco(args.ann_file, args.image_root, check_images=not args.no_images)
+    for problem in problems:
+        print(problem.message)
+    if problems:
+        print(f"{len(problems)} problem(s) found")
+        return 1
+    print(f"{args.ann_file}: no problems found")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
