@@ -1,0 +1,281 @@
+"""The paper's Figure 4: how the focal loss spreads over positive and negative anchors.
+
+The model of a checkpoint is run once over validation images; its classification logits and
+the anchors' assignments (foreground class, background, ignored; the matcher of the model) are
+then fixed, and for every γ the per-anchor focal loss (summed over the K sigmoid outputs of the
+anchor, no α: α_t is constant within each set and cancels in the normalisation) is computed.
+Separately for positive and negative anchors the losses are normalised to sum to one, sorted
+ascending and drawn as a cumulative distribution against the fraction of anchors. With γ = 0
+the loss is spread fairly evenly; with γ = 2 nearly all of the negatives' loss comes from a
+small fraction of hard negatives, while the positives' distribution changes little.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "FIGURE4_GAMMAS",
+    "anchor_logits_and_labels",
+    "loss_cdf_from_checkpoint",
+    "normalized_loss_cdf",
+    "per_anchor_losses",
+    "plot_loss_cdf",
+]
+
+FIGURE4_GAMMAS: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)
+"""The γ values of the paper's Figure 4."""
+
+Curves = dict[float, tuple[np.ndarray, np.ndarray]]
+
+
+@torch.no_grad()
+def anchor_logits_and_labels(
+    model: nn.Module, images: Sequence[Tensor], targets: Sequence[dict[str, Tensor]]
+) -> tuple[Tensor, Tensor]:
+    """Classification logits of every anchor and its training assignment.
+
+    Mirrors the assignment of ``RetinaNet.losses`` with the model's own anchor generator and
+    matcher: crowd boxes take part in matching but never become foreground.
+
+    Args:
+        model: a :class:`~retina.modeling.retinanet.RetinaNet` (eval mode).
+        images: B images ``(3, H_i, W_i)``, uint8 or float in [0, 1].
+        targets: B target dicts with ``boxes`` ``(M, 4)``, ``labels`` ``(M,)`` and optionally
+            ``crowd_boxes`` ``(C, 4)``.
+
+    Returns:
+        ``logits`` ``(B*R, K)`` float32 and ``labels`` ``(B*R,)`` int64 (class >= 0,
+        -1 background, -2 ignored), R anchors per image.
+    """
+    from retina.ops.boxes import batched_pairwise_iou
+
+    x, _ = model.preprocess(list(images))
+    feats = model.fpn(model.backbone(x))
+    logits, _ = model.head(feats)  # (B, R, K)
+    anchors = model.anchor_generator([tuple(f.shape[-2:]) for f in feats], x.device)  # (R, 4)
+    labels = []
+    for target in targets:
+        boxes = target["boxes"].to(x.device, torch.float32).reshape(-1, 4)
+        crowd = target.get("crowd_boxes")
+        crowd = boxes.new_zeros((0, 4)) if crowd is None else crowd.to(x.device).reshape(-1, 4)
+        gt = torch.cat([boxes, crowd.float()])
+        gt_labels = torch.cat([target["labels"].to(x.device).reshape(-1),
+                               torch.full((len(crowd),), -1, device=x.device)])
+        is_crowd = torch.arange(len(gt), device=x.device) >= len(boxes)
+        iou = batched_pairwise_iou(gt[None], anchors)  # (1, M, R)
+        valid = torch.ones(1, len(gt), dtype=torch.bool, device=x.device)
+        matched = model.matcher(iou, valid, is_crowd[None] if len(crowd) else None)[0]
+        if len(gt):
+            assigned = gt_labels[matched.clamp(min=0)]
+            matched = torch.where(matched >= 0, assigned, matched)
+        labels.append(matched)
+    return logits.float().reshape(-1, logits.shape[-1]), torch.cat(labels)
+
+
+def per_anchor_losses(
+    logits: Tensor, labels: Tensor, gammas: Sequence[float]
+) -> dict[float, tuple[Tensor, Tensor]]:
+    """Per-anchor focal loss, split into positive and negative anchors, for each γ.
+
+    Args:
+        logits: ``(N, K)``; labels: ``(N,)`` (class >= 0, -1 background, -2 ignored).
+
+    Returns:
+        ``{γ: (positive (P,), negative (Q,))}``, each anchor's loss summed over its K outputs
+        (computed with :func:`retina.ops.sigmoid_focal_loss_from_labels`, ``alpha=None``).
+    """
+    from retina.ops import sigmoid_focal_loss_from_labels
+
+    pos, neg = labels >= 0, labels == -1
+    out = {}
+    for gamma in gammas:
+        loss = sigmoid_focal_loss_from_labels(
+            logits, labels, alpha=None, gamma=float(gamma), reduction="none"
+        ).sum(dim=1)
+        out[float(gamma)] = (loss[pos], loss[neg])
+    return out
+
+
+def normalized_loss_cdf(
+    losses: Tensor | np.ndarray, points: int = 1000
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative share of the total loss against the fraction of samples, lowest loss first.
+
+    Args:
+        losses: ``(N,)`` non-negative losses, N >= 1.
+        points: at most this many (evenly spaced) points are returned, always including the
+            last one, whose cumulative value is 1.
+
+    Returns:
+        ``fraction`` and ``cdf``, both ``(min(N, points),)`` in (0, 1].
+    """
+    values = np.sort(np.asarray(losses, dtype=np.float64).reshape(-1))
+    if values.size == 0:
+        raise ValueError("normalized_loss_cdf: no samples")
+    total = values.sum()
+    cdf = np.cumsum(values) / total if total > 0 else np.arange(1, values.size + 1) / values.size
+    fraction = np.arange(1, values.size + 1) / values.size
+    index = np.unique(np.linspace(0, values.size - 1, min(points, values.size)).round().astype(int))
+    return fraction[index], cdf[index]
+
+
+def plot_loss_cdf(
+    positive: Curves, negative: Curves, out: Path, counts: tuple[int, int] = (0, 0), note: str = ""
+) -> Path:
+    """Draw the two panels of Figure 4 (positive and negative anchors) to ``out``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10.0, 4.2))
+    FigureCanvasAgg(fig)
+    panels = (("positive", "foreground", positive, counts[0]),
+              ("negative", "background", negative, counts[1]))
+    for k, (kind, region, curves, count) in enumerate(panels):
+        ax = fig.add_subplot(1, 2, k + 1)
+        for gamma, (fraction, cdf) in curves.items():
+            ax.plot(fraction, cdf, label=f"γ = {gamma:g}", linewidth=2)
+        ax.set_xlim(0.0, 1.0)
+        ax.set_ylim(0.0, 1.0)
+        ax.set_xlabel(f"fraction of {region} examples")
+        ax.set_ylabel("cumulative normalized loss")
+        ax.set_title(f"CDF of loss, {kind} samples ({count:,} anchors)", fontsize=10)
+        ax.legend(loc="upper left")
+        ax.grid(alpha=0.3)
+    if note:
+        fig.suptitle(note, fontsize=9)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    return out
+
+
+def _val_dataset(config: dict[str, Any], data: str | None, overrides: Sequence[str]) -> Any:
+    """The validation set: the checkpoint's ``data`` config, or the ``data=GROUP`` config of
+    this project's ``configs/``, with ``data.KEY=VALUE`` overrides."""
+    from omegaconf import OmegaConf
+
+    from retina.data import CocoDetection
+    from retina.engine.build import prepare_data_root
+    from retina.engine.distributed import DistInfo
+
+    if data is not None:
+        node = _compose_data(data, overrides)
+    else:
+        if not isinstance(config.get("data"), dict):
+            raise ValueError("the checkpoint has no data config; pass data=GROUP (e.g. shapes)")
+        node = OmegaConf.create(config["data"])
+        if overrides:
+            node = OmegaConf.merge(node, OmegaConf.from_dotlist(
+                [o.removeprefix("data.") for o in overrides]))
+    for key in ("root", "val_ann", "val_images"):
+        if OmegaConf.select(node, key) is None:
+            raise ValueError(f"data.{key} is not set")
+    transforms = OmegaConf.to_container(node.get("val_transforms"), resolve=True) \
+        if node.get("val_transforms") is not None else None
+    _check_target(transforms, "data.val_transforms")
+    if transforms is not None:
+        from hydra.utils import instantiate
+
+        transforms = instantiate(transforms)
+    root = prepare_data_root(node, DistInfo())
+    return CocoDetection(root / node.val_ann, root / node.val_images, transforms=transforms,
+                         drop_empty=False, on_broken="skip")
+
+
+def _compose_data(group: str, overrides: Sequence[str]) -> Any:
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    import retina
+
+    config_dir = Path(retina.__file__).resolve().parent.parent / "configs"
+    if not (config_dir / "data" / f"{group}.yaml").is_file():
+        raise ValueError(f"data={group}: no such config ({config_dir / 'data'})")
+    try:
+        with initialize_config_dir(str(config_dir), version_base="1.3"):
+            cfg = compose("train", overrides=[f"data={group}", *overrides])
+    except HydraException as err:
+        raise ValueError(f"data overrides: {str(err).splitlines()[0]}") from None
+    return cfg.data
+
+
+def _check_target(node: Any, where: str) -> None:
+    """Only callables of this package may be built from a checkpoint's config."""
+    if isinstance(node, dict):
+        target = node.get("_target_")
+        if target is not None and not str(target).startswith("retina."):
+            raise ValueError(f"{where}._target_: {target!r} is outside the retina package")
+        for key, value in node.items():
+            _check_target(value, f"{where}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _check_target(value, f"{where}[{i}]")
+
+
+def loss_cdf_from_checkpoint(
+    checkpoint: Path,
+    out: Path,
+    *,
+    data: str | None = None,
+    data_overrides: Sequence[str] = (),
+    max_images: int = 50,
+    gammas: Sequence[float] = FIGURE4_GAMMAS,
+    device: str = "cpu",
+    batch_size: int = 4,
+) -> Path:
+    """Figure 4 for a trained model: run it on ``max_images`` validation images and plot.
+
+    Raises:
+        FileNotFoundError / ValueError: with a one-line message naming the checkpoint, the
+            data config key or the dataset file at fault.
+    """
+    from retina.data import collate_detection
+    from retina.engine.checkpoint import (
+        CheckpointError,
+        build_model_from_checkpoint,
+        load_checkpoint,
+    )
+
+    try:
+        state = load_checkpoint(checkpoint)
+        model = build_model_from_checkpoint(state, checkpoint)
+    except CheckpointError as err:
+        raise ValueError(str(err)) from None
+    model.eval().to(device)
+    from retina.data import DataError
+
+    try:
+        dataset = _val_dataset(state.get("config") or {}, data, data_overrides)
+    except DataError as err:
+        raise ValueError(str(err).splitlines()[0]) from None
+    count = min(max_images, len(dataset))
+    losses: dict[float, tuple[list[Tensor], list[Tensor]]] = {float(g): ([], []) for g in gammas}
+    for start in range(0, count, batch_size):
+        batch = [dataset[i] for i in range(start, min(start + batch_size, count))]
+        images, targets = collate_detection([b for b in batch if b is not None])
+        if not images:
+            continue
+        logits, labels = anchor_logits_and_labels(model, [im.to(device) for im in images], targets)
+        for gamma, (pos, neg) in per_anchor_losses(logits, labels, gammas).items():
+            losses[gamma][0].append(pos.cpu())
+            losses[gamma][1].append(neg.cpu())
+    positive, negative = {}, {}
+    num_pos = num_neg = 0
+    for gamma, (pos, neg) in losses.items():
+        pos_t, neg_t = torch.cat(pos) if pos else torch.empty(0), torch.cat(neg) if neg else None
+        if neg_t is None or neg_t.numel() == 0:
+            raise ValueError(f"{checkpoint}: no background anchors in {count} images")
+        if pos_t.numel() == 0:
+            raise ValueError(f"{checkpoint}: the {count} validation images have no positive "
+                             "anchor; use more images (images=N)")
+        positive[gamma], negative[gamma] = normalized_loss_cdf(pos_t), normalized_loss_cdf(neg_t)
+        num_pos, num_neg = pos_t.numel(), neg_t.numel()
+    note = f"{checkpoint.name} (iteration {state.get('iteration')}), {count} validation images"
+    return plot_loss_cdf(positive, negative, out, (num_pos, num_neg), note)
