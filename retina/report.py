@@ -54,7 +54,8 @@ AXIS_LABELS: dict[str, str] = {
     "num_scales": "#sc",
     "num_ratios": "#ar",
     "ohem_batch": "OHEM batch",
-    "ohem_ratio": "OHEM pos:neg",
+    "ohem_pos_fraction": "OHEM pos. fraction",
+    "ohem_nms": "OHEM NMS",
 }
 """Column headers for the ablation axes that :func:`retina.report_runs.run_axes` extracts."""
 
@@ -96,11 +97,14 @@ def _close(a: Any, b: Any) -> bool:
 
 
 def _ohem_method(axes: dict[str, Any]) -> str | None:
+    """Block (d)'s method: "FL", "OHEM" (unconstrained) or "OHEM 1:3" (positive fraction 1/4)."""
     loss = str(axes.get("loss", "")).lower()
     if "ohem" not in loss:
-        return "FL" if loss in ("focal", "sigmoid_focal") else None
-    ratio = axes.get("ohem_ratio")
-    return "OHEM" if ratio in (None, 0, 0.0) else "OHEM 1:3" if _close(ratio, 1 / 3) else None
+        return "FL" if "focal" in loss and "star" not in loss else None
+    fraction = axes.get("ohem_pos_fraction")
+    if fraction is None:
+        return "OHEM"
+    return "OHEM 1:3" if _close(fraction, 0.25) else None
 
 
 def match_paper_row(axes: dict[str, Any], block: str | None = None) -> PaperRow | None:
@@ -108,8 +112,8 @@ def match_paper_row(axes: dict[str, Any], block: str | None = None) -> PaperRow 
 
     A run matches a row when every value of the row's setting equals the run's (γ, α for
     blocks a/b; scales and aspect ratios for c, where the loss must also be the paper's FL
-    γ = 2, α = .25; method and OHEM batch for d, where the paper's NMS threshold of 0.5 is
-    taken since OHEM here keeps anchors without NMS). With ``block=None`` blocks b, a, c are
+    γ = 2, α = .25; for d the method, and for OHEM its batch, positive fraction (unconstrained
+    or 1:3, i.e. 0.25) and NMS threshold). With ``block=None`` blocks b, a, c are
     tried in that order.
 
     Args:
@@ -148,7 +152,7 @@ def _matches(row: PaperRow, axes: dict[str, Any]) -> bool:
     if method == "FL":
         return _close(axes.get("gamma"), 2.0) and _close(axes.get("alpha"), 0.25)
     return _close(axes.get("ohem_batch"), row.setting["batch_size"]) and _close(
-        row.setting["nms_thresh"], 0.5
+        axes.get("ohem_nms"), row.setting["nms_thresh"]
     )
 
 
@@ -162,7 +166,7 @@ def infer_block(runs: Sequence[Run]) -> str | None:
     varying = _varying_axes([run_axes(r) for r in runs])
     if {"num_scales", "num_ratios"} & set(varying):
         return "c"
-    if "ohem_batch" in varying or "ohem_ratio" in varying:
+    if {"ohem_batch", "ohem_pos_fraction", "ohem_nms"} & set(varying):
         return "d"
     if "gamma" in varying:
         return "b"

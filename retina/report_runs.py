@@ -27,7 +27,8 @@ AXIS_KEYS: dict[str, str] = {
     "model.num_scales": "num_scales",
     "model.aspect_ratios": "num_ratios",
     "loss.batch_size_per_image": "ohem_batch",
-    "loss.positive_fraction": "ohem_ratio",
+    "loss.positive_fraction": "ohem_pos_fraction",
+    "loss.nms_thresh": "ohem_nms",
 }
 """Config keys (dotted) read as ablation axes, and the axis each becomes."""
 
@@ -288,6 +289,8 @@ def run_axes(run: Run) -> dict[str, Any]:
         axes[AXIS_KEYS.get(key, key)] = _axis_value(AXIS_KEYS.get(key, key), parsed)
     if "loss" in run.choices:
         axes["loss"] = run.choices["loss"]
+    elif isinstance(_lookup(run.config, "loss._target_"), str):
+        axes["loss"] = _lookup(run.config, "loss._target_").rsplit(".", 1)[-1]
     for dotted, axis in AXIS_KEYS.items():
         if dotted == "loss":
             continue

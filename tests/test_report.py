@@ -80,7 +80,10 @@ def test_match_paper_row():
     assert match_paper_row({"gamma": 2, "alpha": 0.25}).ap == 34.0
     assert match_paper_row({"gamma": 2.0, "alpha": 0.5}) is None
     assert match_paper_row({"num_scales": 2, "num_ratios": 3}, "c").ap == 34.2
-    assert match_paper_row({"loss": "ohem", "ohem_batch": 128}, "d").ap == 32.8
+    ohem = {"loss": "ohem", "ohem_batch": 128, "ohem_nms": 0.5, "ohem_pos_fraction": None}
+    assert match_paper_row(ohem, "d").ap == 32.8
+    assert match_paper_row({**ohem, "ohem_pos_fraction": 0.25, "ohem_batch": 256}, "d").ap == 28.3
+    assert match_paper_row({**ohem, "ohem_pos_fraction": 0.5}, "d") is None
     assert match_paper_row({"loss": "focal", "gamma": 2.0, "alpha": 0.25}, "d").ap == 36.0
 
 
