@@ -15,15 +15,18 @@ from retina.data.batching import (
 from retina.data.coco import CocoDetection, detections_to_coco
 from retina.data.errors import DataError
 from retina.data.shapes import make_shapes_dataset
+from retina.data.transforms import DetectionTransform, build_transforms
 from retina.data.validate import Problem, check_coco_dict, validate_coco
 
 __all__ = [
     "AspectRatioGroupedBatchSampler",
     "CocoDetection",
     "DataError",
+    "DetectionTransform",
     "DistributedShuffleSampler",
     "Problem",
     "aspect_ratio_group_ids",
+    "build_transforms",
     "check_coco_dict",
     "collate_detection",
     "detections_to_coco",
