@@ -61,8 +61,10 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _check_images(images: list, source: str, problems: list[Problem]) -> dict[int, tuple]:
-    sizes: dict[int, tuple] = {}
+def _check_images(images: list, source: str, problems: list[Problem]
+                  ) -> dict[int, tuple | None]:
+    """Image id -> (width, height); ``None`` for an image already reported as malformed."""
+    sizes: dict[int, tuple | None] = {}
     for pos, img in enumerate(images):
         if not isinstance(img, dict):
             problems.append(Problem(f"{source}: images[{pos}] is not an object"))
@@ -70,12 +72,17 @@ def _check_images(images: list, source: str, problems: list[Problem]) -> dict[in
         image_id = img.get("id")
         where = f"image id {image_id}" if _is_int(image_id) else f"images[{pos}]"
         missing = [k for k in ("id", "file_name", "width", "height") if k not in img]
+        if "id" in missing or not _is_int(image_id):
+            problems.append(Problem(f"{source}: {where}: needs an integer id, got {image_id!r}"))
+            continue
+        if image_id in sizes:
+            problems.append(Problem(f"{source}: image id {image_id}: duplicate image id",
+                                    image_id=image_id))
+            continue
+        sizes[image_id] = None  # known but unusable until its fields pass
         if missing:
             problems.append(Problem(f"{source}: {where}: missing key(s) {', '.join(missing)}",
-                                    image_id=image_id if _is_int(image_id) else None))
-            continue
-        if not _is_int(image_id):
-            problems.append(Problem(f"{source}: {where}: id must be an integer, got {image_id!r}"))
+                                    image_id=image_id))
             continue
         w, h = img["width"], img["height"]
         if not (_is_int(w) and _is_int(h) and w > 0 and h > 0):
@@ -84,10 +91,6 @@ def _check_images(images: list, source: str, problems: list[Problem]) -> dict[in
             continue
         if not isinstance(img["file_name"], str) or not img["file_name"]:
             problems.append(Problem(f"{source}: {where}: file_name must be a non-empty string",
-                                    image_id=image_id))
-            continue
-        if image_id in sizes:
-            problems.append(Problem(f"{source}: image id {image_id}: duplicate image id",
                                     image_id=image_id))
             continue
         sizes[image_id] = (w, h)
@@ -107,13 +110,13 @@ def _check_categories(categories: list, source: str, problems: list[Problem]) ->
     return cat_ids
 
 
-def _check_boxes(records: list[tuple[int, int, list, int]], sizes: dict[int, tuple],
+def _check_boxes(records: list[tuple[int, int, list, int]], sizes: dict[int, tuple | None],
                  source: str, problems: list[Problem]) -> None:
     """Vectorised box checks over ``(ann_id, image_id, bbox, position)`` records."""
     if not records:
         return
     boxes = np.array([r[2] for r in records], dtype=np.float64)  # (N, 4) xywh
-    wh = np.array([sizes.get(r[1], (np.inf, np.inf)) for r in records], dtype=np.float64)
+    wh = np.array([sizes[r[1]] for r in records], dtype=np.float64)
     finite = np.isfinite(boxes).all(axis=1)
     with np.errstate(invalid="ignore"):
         positive = (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
@@ -133,7 +136,7 @@ def _check_boxes(records: list[tuple[int, int, list, int]], sizes: dict[int, tup
         problems.append(Problem(f"{where}: {reason}", image_id=image_id, ann_id=ann_id))
 
 
-def _check_annotations(annotations: list, sizes: dict[int, tuple], cat_ids: set[int],
+def _check_annotations(annotations: list, sizes: dict[int, tuple | None], cat_ids: set[int],
                        source: str, problems: list[Problem]) -> None:
     seen: set[int] = set()
     records: list[tuple[int, int, list, int]] = []
@@ -158,11 +161,13 @@ def _check_annotations(annotations: list, sizes: dict[int, tuple], cat_ids: set[
             continue
         seen.add(ann_id)
         where = f"{source}: annotation id {ann_id} (image id {image_id})"
-        if image_id not in sizes:
+        if not _is_int(image_id) or image_id not in sizes:
             problems.append(Problem(f"{where}: image id {image_id} does not exist",
                                     image_id=None, ann_id=ann_id))
             continue
-        if ann["category_id"] not in cat_ids:
+        if sizes[image_id] is None:  # its image is malformed and already reported
+            continue
+        if not _is_int(ann["category_id"]) or ann["category_id"] not in cat_ids:
             problems.append(Problem(f"{where}: category id {ann['category_id']!r} does not exist",
                                     image_id=image_id, ann_id=ann_id))
             continue
@@ -223,7 +228,7 @@ def check_image_files(data: dict, image_root: str | Path) -> list[Problem]:
                                     file=str(path)))
             continue
         expected = (img.get("width"), img.get("height"))
-        if size != expected:
+        if all(_is_int(v) and v > 0 for v in expected) and size != expected:
             problems.append(Problem(f"{where}: image is {size[0]}x{size[1]} but the JSON says"
                                     f" {expected[0]}x{expected[1]}", image_id, file=str(path)))
     return problems
