@@ -40,6 +40,7 @@ __all__ = [
     "find_resume_checkpoint",
     "list_checkpoints",
     "load_model_state",
+    "build_model_from_checkpoint",
 ]
 
 logger = logging.getLogger(__name__)
@@ -238,7 +239,75 @@ def load_model_state(
     model.load_state_dict(state_dict, strict=True)
 
 
+def build_model_from_checkpoint(
+    state: Mapping[str, Any],
+    path: str | os.PathLike,
+    overrides: Mapping[str, Any] | None = None,
+) -> torch.nn.Module:
+    """Rebuild the model a checkpoint was trained with and load its weights.
+
+    The model is instantiated from the checkpoint's resolved ``config["model"]`` (and
+    ``config["loss"]``) with ``num_classes = len(cat_ids)``; pretrained-backbone ``weights``
+    are not looked up, since the checkpoint holds every weight. Only ``_target_`` callables
+    inside the ``retina`` package are accepted, so a crafted config cannot run code.
+
+    Args:
+        state: a loaded checkpoint (:func:`load_checkpoint`).
+        path: its file, for messages.
+        overrides: model config keys to replace, e.g. ``{"score_thresh": 0.3}``.
+
+    Returns:
+        The model (on CPU, train mode as built; callers choose device and mode).
+
+    Raises:
+        CheckpointError: no model config or label mapping, a foreign ``_target_``, a config
+            the builder rejects, or weights that do not fit.
+    """
+    config = state.get("config")
+    model_cfg = config.get("model") if isinstance(config, Mapping) else None
+    if not isinstance(model_cfg, Mapping) or "_target_" not in model_cfg:
+        raise CheckpointError(f"{path}: checkpoint has no model config (config.model._target_)")
+    cat_ids = state.get("cat_ids")
+    if not isinstance(cat_ids, (list, tuple)) or not cat_ids:
+        raise CheckpointError(f"{path}: checkpoint has no label mapping (cat_ids)")
+    model_cfg = dict(model_cfg)
+    if "weights" in model_cfg:
+        model_cfg["weights"] = None
+    model_cfg.update(overrides or {})
+    loss_cfg = config.get("loss")
+    loss_cfg = dict(loss_cfg) if isinstance(loss_cfg, Mapping) and "_target_" in loss_cfg else None
+    _check_targets(model_cfg, f"{path}: config.model")
+    _check_targets(loss_cfg, f"{path}: config.loss")
+
+    from hydra.errors import HydraException
+    from hydra.utils import instantiate
+
+    try:
+        cls_loss = instantiate(loss_cfg) if loss_cfg is not None else None
+        model = instantiate(model_cfg, num_classes=len(cat_ids), cls_loss=cls_loss)
+    except (HydraException, TypeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: cannot build the model from its config ({first})") from err
+    load_model_state(model, state["model"], path)
+    return model
+
+
 # ---------------------------------------------------------------------------- internals
+
+
+def _check_targets(node: Any, where: str) -> None:
+    """Refuse ``_target_`` values outside the ``retina`` package (recursively)."""
+    if isinstance(node, Mapping):
+        target = node.get("_target_")
+        if target is not None and not (isinstance(target, str) and target.startswith("retina.")):
+            raise CheckpointError(
+                f"{where}: refusing _target_ {target!r} outside the retina package"
+            )
+        for value in node.values():
+            _check_targets(value, where)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            _check_targets(value, where)
 
 
 def _check_finite(model_state: Mapping[str, Any], where: str) -> None:

@@ -26,6 +26,7 @@ __all__ = [
     "evaluate_detections",
     "detections_to_coco_results",
     "format_metrics_table",
+    "check_backend",
 ]
 
 logger = logging.getLogger(__name__)
@@ -156,8 +157,7 @@ def evaluate_detections(
         give 0 (not an error). When ``torch.distributed`` is initialised, detections are
         gathered from all ranks, evaluated on rank 0 and the metrics sent to every rank.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"eval backend must be one of {BACKENDS}, got {backend!r}")
+    check_backend(backend)
     coco_cls, eval_cls = _backend_classes(backend)
     detections = [_to_numpy_detection(d) for d in detections]
     rank, world = _dist_rank_world()
@@ -243,6 +243,13 @@ def format_metrics_table(metrics: dict[str, Any], columns: int = 3) -> str:
 
 
 # ---------------------------------------------------------------------------- internals
+
+
+def check_backend(backend: str) -> None:
+    """Raise ``ValueError`` (one line) if ``backend`` is unknown or not installed."""
+    if backend not in BACKENDS:
+        raise ValueError(f"eval backend must be one of {BACKENDS}, got {backend!r}")
+    _backend_classes(backend)
 
 
 def _backend_classes(backend: str):

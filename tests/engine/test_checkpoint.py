@@ -264,3 +264,37 @@ def test_load_model_state_strips_wrapper_prefixes():
     wrapped = {f"module.{k}": v for k, v in source.state_dict().items()}
     load_model_state(model, wrapped, "x.pt")
     assert torch.equal(model.weight, source.weight)
+
+
+TINY = {
+    "_target_": "retina.modeling.build_retinanet", "depth": 10, "weights": None, "norm": "bn",
+    "freeze_at": 0, "fpn_channels": 16, "num_convs": 1, "anchor_sizes": [16, 32, 64, 128, 256],
+}  # fmt: skip
+
+
+def test_build_model_from_checkpoint_round_trip():
+    from hydra.utils import instantiate
+
+    torch.manual_seed(0)
+    model = instantiate(TINY, num_classes=2)
+    state = {"model": model.state_dict(), "cat_ids": [4, 9], "class_names": ["a", "b"],
+             "config": {"model": TINY, "loss": {"_target_": "retina.modeling.FocalLoss"}}}
+    rebuilt = ckpt.build_model_from_checkpoint(state, "x.pt", overrides={"score_thresh": 0.5})
+    assert rebuilt.score_thresh == 0.5
+    for key, value in model.state_dict().items():
+        assert torch.equal(rebuilt.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize(
+    "config, match",
+    [
+        ({}, "no model config"),
+        ({"model": {"_target_": "os.system", "command": "true"}}, "refusing _target_ 'os.system'"),
+        ({"model": TINY, "loss": {"_target_": "builtins.eval"}}, "refusing _target_"),
+        ({"model": {**TINY, "depth": 7}}, "cannot build the model"),
+    ],
+)
+def test_build_model_from_checkpoint_refuses(config, match):
+    state = {"model": {}, "cat_ids": [1], "class_names": ["a"], "config": config}
+    with pytest.raises(CheckpointError, match=match):
+        ckpt.build_model_from_checkpoint(state, "x.pt")
