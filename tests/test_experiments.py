@@ -1,0 +1,152 @@
+"""Every experiment config composes, its declared sweep expands to the paper's rows, every
+job of every sweep composes and builds, and a 2 x 2 sweep runs through retina-train."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from retina.config import validate_config
+from retina.paper import paper_rows
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+EXPERIMENTS = ["table1a_alpha_ce", "table1b_gamma_alpha", "table1c_anchors", "table1d_ohem",
+               "prior_init"]
+
+
+@functools.cache
+def _compose_cached(overrides: tuple[str, ...], hydra: bool) -> DictConfig:
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=hydra)
+
+
+def _compose(overrides: list[str], hydra: bool = False) -> DictConfig:
+    return _compose_cached(tuple(overrides), hydra).copy()
+
+
+@functools.cache
+def _jobs(name: str, scale: str) -> list[list[str]]:
+    """The jobs `retina-train -m experiment=NAME scale=SCALE` launches (basic sweeper)."""
+    cfg = _compose([f"experiment={name}", f"scale={scale}"], hydra=True)
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params)
+    assert params, f"{name} declares no hydra.sweeper.params"
+    lines = [f"{k}={v}" for k, v in params.items()] + [f"experiment={name}", f"scale={scale}"]
+    batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(lines), None)
+    return [job for batch in batches for job in batch]
+
+
+def _job_configs(name: str, scale: str = "cpu") -> list:
+    return [_compose(job) for job in _jobs(name, scale)]
+
+
+def test_every_experiment_config_is_tested():
+    assert sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml")) == sorted(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_jobs_compose_validate_and_build(name: str):
+    built = set()
+    for cfg in _job_configs(name):
+        validate_config(cfg)
+        assert cfg.task_name == name and cfg.data.name == "shapes" and cfg.model.depth == 10
+        loss = instantiate(cfg.loss)
+        key = str(OmegaConf.to_container(cfg.model))  # jobs that differ only in the loss
+        if key not in built:  # share one model build
+            built.add(key)
+            instantiate(cfg.model, num_classes=3, cls_loss=loss)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_paper_scale_carries_the_paper_recipe(name: str):
+    """Composes only: the paper's data (COCO) and ImageNet weights are not on a test machine."""
+    jobs = _jobs(name, "paper")
+    cfg = _compose(jobs[0])
+    assert (cfg.model.depth, cfg.data.name, cfg.train.batch_size, cfg.train.max_iter) == (
+        50, "coco", 16, 90000)
+    assert cfg.data.train_transforms.min_size == 600 and cfg.optim.base_lr == 0.01
+    assert list(cfg.schedule.steps) == [60000, 80000]
+    assert len(jobs) == len(_jobs(name, "cpu"))
+
+
+def test_table1a_sweeps_the_papers_alphas():
+    cfgs = _job_configs("table1a_alpha_ce")
+    assert [(c.loss.gamma, c.loss.alpha) for c in cfgs] == [
+        (0.0, r.setting["alpha"]) for r in paper_rows("a")]
+
+
+def test_table1b_runs_the_papers_gamma_alpha_pairs():
+    cfgs = _job_configs("table1b_gamma_alpha")
+    assert [(c.loss.gamma, c.loss.alpha) for c in cfgs] == [
+        (r.setting["gamma"], r.setting["alpha"]) for r in paper_rows("b")]
+    assert {c.loss._target_ for c in cfgs} == {"retina.modeling.losses.FocalLoss"}
+
+
+def test_table1c_covers_the_papers_anchor_rows():
+    cfgs = _job_configs("table1c_anchors")
+    got = {(c.model.num_scales, len(c.model.aspect_ratios)) for c in cfgs}
+    assert {(r.setting["num_scales"], r.setting["num_ratios"]) for r in paper_rows("c")} <= got
+    assert len(got) == 8
+
+
+def test_table1d_covers_ohem_rows_and_fl():
+    settings = []
+    for c in _job_configs("table1d_ohem"):
+        if c.loss._target_.endswith("OHEMLoss"):
+            method = "OHEM" if c.loss.positive_fraction is None else "OHEM 1:3"
+            assert c.loss.positive_fraction in (None, 0.25) and c.loss.nms_thresh == 0.5
+            settings.append((method, c.loss.batch_size_per_image))
+        else:
+            assert (c.loss.gamma, c.loss.alpha) == (2.0, 0.25)
+            settings.append(("FL", None))
+    paper = [(r.setting["method"], r.setting.get("batch_size")) for r in paper_rows("d")
+             if r.setting.get("nms_thresh", 0.5) == 0.5]
+    assert sorted(settings, key=str) == sorted(paper, key=str)
+
+
+def test_prior_init_is_ce_and_fl_with_and_without_prior():
+    got = [(c.loss.alpha, c.loss.gamma, c.model.prior_prob) for c in _job_configs("prior_init")]
+    assert got == [(None, 0.0, 0.01), (None, 0.0, None), (0.25, 2.0, 0.01), (0.25, 2.0, None)]
+
+
+@pytest.mark.slow
+def test_two_by_two_sweep_through_the_cli_and_report(tmp_path: Path):
+    """`retina-train -m experiment=prior_init` (2 losses x 2 inits), 2 iterations each."""
+    from retina.data import make_shapes_dataset
+
+    root = make_shapes_dataset(tmp_path / "shapes", train=4, val=2, size=128, workers=1)
+    sweep_dir = tmp_path / "sweep"
+    overrides = [
+        "experiment=prior_init", f"hydra.sweep.dir={sweep_dir}", f"data.root={root}",
+        "data.train_transforms.min_size=128", "data.train_transforms.max_size=128",
+        "data.val_transforms.min_size=128", "data.val_transforms.max_size=128",
+        "train.max_iter=2", "train.batch_size=2", "train.num_workers=0", "train.vis_images=0",
+        "train.checkpoint_period=2", "train.device=cpu", "schedule.steps=[1]",
+        "schedule.warmup_iters=1",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    proc = subprocess.run([sys.executable, "-m", "retina.train", "-m", *overrides], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for job in range(4):
+        metrics = json.loads((sweep_dir / str(job) / "metrics.json").read_text())
+        assert math.isfinite(metrics["AP"]) and metrics["config"]["task_name"] == "prior_init"
+    from retina.report import main as report_main
+
+    assert report_main([str(sweep_dir)]) == 0
+    table = (sweep_dir / "table.md").read_text()
+    assert table.startswith("# Prior initialisation") and table.count("| done |") == 4
+    assert "| ce | 0 | null | null |" in table  # loss, γ, α, π
+    assert (sweep_dir / "heatmap.png").is_file() and (sweep_dir / "table.csv").is_file()
