@@ -67,6 +67,9 @@ _EXPERIMENT_BLOCKS = {
 }
 
 
+_TITLES = {"prior_init": "Prior initialisation: CE and FL with and without π = 0.01"}
+
+
 @dataclass
 class TableRow:
     """One job of the sweep as a row of the report."""
@@ -110,11 +113,11 @@ def _ohem_method(axes: dict[str, Any]) -> str | None:
 def match_paper_row(axes: dict[str, Any], block: str | None = None) -> PaperRow | None:
     """The paper's Table 1 row that a run reproduces, if any.
 
-    A run matches a row when every value of the row's setting equals the run's (γ, α for
-    blocks a/b; scales and aspect ratios for c, where the loss must also be the paper's FL
-    γ = 2, α = .25; for d the method, and for OHEM its batch, positive fraction (unconstrained
-    or 1:3, i.e. 0.25) and NMS threshold). With ``block=None`` blocks b, a, c are
-    tried in that order.
+    A run matches a row when it keeps the paper's π = 0.01 (and 3 x 3 anchors outside block
+    c) and every value of the row's setting equals the run's: γ, α for blocks a/b; scales and
+    aspect ratios for c, where the loss must also be the paper's FL γ = 2, α = .25; for d the
+    method, and for OHEM its batch, positive fraction (unconstrained or 1:3, i.e. 0.25) and
+    NMS threshold. With ``block=None`` blocks b, a, c are tried in that order.
 
     Args:
         axes: the run's ablation values from :func:`retina.report_runs.run_axes`.
@@ -128,7 +131,18 @@ def match_paper_row(axes: dict[str, Any], block: str | None = None) -> PaperRow 
     return None
 
 
+def _paper_defaults(row: PaperRow, axes: dict[str, Any]) -> bool:
+    """Settings every paper row shares unless its block varies them: π = 0.01, 3 x 3 anchors."""
+    if "prior_prob" in axes and not _close(axes["prior_prob"], 0.01):
+        return False
+    if row.block == "c":
+        return True
+    return all(_close(axes.get(k, 3), 3) for k in ("num_scales", "num_ratios"))
+
+
 def _matches(row: PaperRow, axes: dict[str, Any]) -> bool:
+    if not _paper_defaults(row, axes):
+        return False
     if row.block in ("a", "b"):
         gamma = axes.get("gamma", 0.0 if row.block == "a" else None)
         want_gamma = row.setting.get("gamma", 0.0)
@@ -181,7 +195,7 @@ def _varying_axes(all_axes: Sequence[dict[str, Any]]) -> list[str]:
         keys += [k for k in axes if k not in keys]
     varying = []
     for key in keys:
-        values = {repr(a[key]) for a in all_axes if a.get(key) is not None}
+        values = {repr(a[key]) for a in all_axes if key in a}
         if len(values) > 1:
             varying.append(key)
     return varying
@@ -217,13 +231,15 @@ def build_table(runs: Sequence[Run], title: str = "") -> ReportTable:
             if row.run.status == "done" and _close(row.run.metrics.get(metric), best):
                 row.bold.add(metric)
     if not title:
-        title = f"Table 1 {TABLE1_BLOCKS[block]}" if block else "Ablation"
+        experiment = next((r.experiment for r in runs if r.experiment), None)
+        title = (f"Table 1 {TABLE1_BLOCKS[block]}" if block
+                 else _TITLES.get(experiment or "", f"Ablation {experiment or ''}".strip()))
     return ReportTable(title=title, block=block, columns=columns, rows=rows)
 
 
 def _fmt_value(value: Any) -> str:
     if value is None:
-        return "–"
+        return "null"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float):
@@ -253,7 +269,7 @@ def format_markdown(table: ReportTable) -> str:
     lines = [f"# {table.title}", "", "| " + " | ".join(header) + " |"]
     lines.append("|" + "|".join("---" for _ in header) + "|")
     for row in table.rows:
-        cells = [_fmt_value(row.axes.get(c)) for c in table.columns]
+        cells = [_fmt_value(row.axes[c]) if c in row.axes else "–" for c in table.columns]
         for metric in METRICS:
             value = row.run.metrics.get(metric)
             text = f"{value:.1f}" if isinstance(value, int | float) else "–"
@@ -314,6 +330,12 @@ def _sort_key(value: Any) -> tuple[int, Any]:
     return (0, float(value)) if isinstance(value, int | float) else (1, _fmt_value(value))
 
 
+def _cell(row: TableRow, key: str | None) -> str:
+    if key is None:
+        return ""
+    return _fmt_value(row.axes[key]) if key in row.axes else "–"
+
+
 def plot_heatmap(table: ReportTable, path: Path) -> None:
     """``heatmap.png``: AP of finished runs over γ (rows) × α (columns).
 
@@ -325,16 +347,15 @@ def plot_heatmap(table: ReportTable, path: Path) -> None:
     from matplotlib.figure import Figure
 
     y_key, x_key = _heatmap_axes(table)
-    ys = sorted({_fmt_value(r.axes.get(y_key)) for r in table.rows} if y_key else {""})
-    xs = sorted({_fmt_value(r.axes.get(x_key)) for r in table.rows} if x_key else {""})
-    raw = {_fmt_value(r.axes.get(k)): r.axes.get(k) for r in table.rows for k in (y_key, x_key)}
+    ys = sorted({_cell(r, y_key) for r in table.rows})
+    xs = sorted({_cell(r, x_key) for r in table.rows})
+    raw = {_cell(r, k): r.axes.get(k) for r in table.rows for k in (y_key, x_key)}
     ys.sort(key=lambda v: _sort_key(raw.get(v, v)))
     xs.sort(key=lambda v: _sort_key(raw.get(v, v)))
     grid = [[math.nan] * len(xs) for _ in ys]
     notes: dict[tuple[int, int], str] = {}
     for row in table.rows:
-        i = ys.index(_fmt_value(row.axes.get(y_key)) if y_key else "")
-        j = xs.index(_fmt_value(row.axes.get(x_key)) if x_key else "")
+        i, j = ys.index(_cell(row, y_key)), xs.index(_cell(row, x_key))
         ap = row.run.metrics.get("AP")
         if row.run.status == "done" and isinstance(ap, int | float):
             grid[i][j] = ap if math.isnan(grid[i][j]) else max(grid[i][j], ap)
