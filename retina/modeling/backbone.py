@@ -126,13 +126,16 @@ class ResNetBackbone(nn.Module):
         if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
             state = state["model"]
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        missing, unexpected = self.body.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-        if missing or unexpected:
+        ours = self.body.state_dict()
+        shapes = [k for k, v in state.items() if k in ours and ours[k].shape != v.shape]
+        missing = [k for k in ours if k not in state and not k.endswith("num_batches_tracked")]
+        unexpected = [k for k in state if k not in ours and not k.endswith("num_batches_tracked")]
+        if missing or unexpected or shapes:
             raise ValueError(
-                f"weights file {path}: not a matching ResNet checkpoint "
-                f"(missing {missing[:3]}..., unexpected {unexpected[:3]}...)"
+                f"weights file {path}: not a checkpoint of this ResNet "
+                f"(missing {missing[:3]}, unexpected {unexpected[:3]}, shape {shapes[:3]})"
             )
+        self.body.load_state_dict(state, strict=False)
 
     def _freeze(self, freeze_at: int) -> None:
         stages = [[self.body.conv1, self.body.bn1]] + [

@@ -190,10 +190,17 @@ class RetinaNet(nn.Module):
                 f"targets[{i}]: invalid box {allb[k].tolist()} with label {int(alll[k])} "
                 f"(need x2 > x1, y2 > y1, finite, label in 0..{self.num_classes - 1})"
             )
+        if allb.shape[0] == 0:  # no boxes at all: one invalid column keeps shapes non-empty
+            boxes = [b.new_zeros((1, 4)) for b in boxes]
+            labels = [lab.new_full((1,), -1) for lab in labels]
+            crowd = [torch.zeros(1, dtype=torch.bool, device=device) for _ in crowd]
+            valid = [torch.zeros_like(c) for c in crowd]
+        else:
+            valid = [torch.ones_like(c) for c in crowd]
         return (
             pad_sequence(boxes, batch_first=True),
             pad_sequence(labels, batch_first=True, padding_value=-1),
-            pad_sequence([torch.ones_like(c) for c in crowd], batch_first=True),
+            pad_sequence(valid, batch_first=True),
             pad_sequence(crowd, batch_first=True) if num_crowd else None,
         )
 

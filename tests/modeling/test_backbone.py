@@ -1,0 +1,62 @@
+"""Backbone: depths, norms, freeze_at, local-only weights with clear errors; FPN levels."""
+
+import pytest
+import torch
+from torchvision.models import resnet18
+from torchvision.ops import FrozenBatchNorm2d
+
+from retina.modeling import FPN, ResNetBackbone
+
+
+@pytest.mark.parametrize("depth,channels", [(10, [128, 256, 512]), (50, [512, 1024, 2048])])
+def test_out_channels_and_strides(depth, channels):
+    bb = ResNetBackbone(depth=depth, norm="bn", freeze_at=0)
+    assert bb.out_channels == channels
+    c3, c4, c5 = bb(torch.zeros(1, 3, 64, 128))
+    assert [c.shape[1] for c in (c3, c4, c5)] == channels
+    assert [c.shape[-2:] for c in (c3, c4, c5)] == [(8, 16), (4, 8), (2, 4)]
+
+
+def test_norms_and_freeze_at():
+    bb = ResNetBackbone(depth=18, norm="frozen_bn", freeze_at=2)
+    assert isinstance(bb.body.bn1, FrozenBatchNorm2d)
+    assert not any(p.requires_grad for p in bb.body.conv1.parameters())
+    assert not any(p.requires_grad for p in bb.body.layer1.parameters())
+    assert all(p.requires_grad for p in bb.body.layer2.parameters())
+    gn = ResNetBackbone(depth=10, norm="gn", freeze_at=0)
+    assert isinstance(gn.body.bn1, torch.nn.GroupNorm)
+    assert all(p.requires_grad for p in gn.parameters())
+    with pytest.raises(ValueError, match="norm="):
+        ResNetBackbone(depth=10, norm="ln")
+    with pytest.raises(ValueError, match="depth=7"):
+        ResNetBackbone(depth=7)
+
+
+def test_weights_from_local_file(tmp_path):
+    ref = resnet18()
+    path = tmp_path / "r18.pth"
+    torch.save(ref.state_dict(), path)
+    bb = ResNetBackbone(depth=18, weights=str(path), norm="frozen_bn")
+    torch.testing.assert_close(bb.body.layer3[0].conv1.weight, ref.layer3[0].conv1.weight)
+    with pytest.raises(ValueError, match="r18.pth"):
+        ResNetBackbone(depth=50, weights=str(path))
+
+
+def test_missing_weights_say_which_file_goes_where(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"resnet50-0676ba61\.pth at .*checkpoints"):
+        ResNetBackbone(depth=50, weights="ResNet50_Weights.IMAGENET1K_V1")
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        ResNetBackbone(depth=18, weights=str(tmp_path / "missing.pth"))
+    with pytest.raises(ValueError, match="weights='nonsense'"):
+        ResNetBackbone(depth=18, weights="nonsense")
+
+
+@pytest.mark.parametrize("p6_from,p6_in", [("c5", 64), ("p5", 16)])
+def test_fpn_levels(p6_from, p6_in):
+    fpn = FPN([16, 32, 64], 16, p6_from=p6_from)
+    assert fpn.p6.in_channels == p6_in
+    feats = [torch.randn(1, 16, 16, 16), torch.randn(1, 32, 8, 8), torch.randn(1, 64, 4, 4)]
+    outs = fpn(feats)
+    assert [o.shape[-1] for o in outs] == [16, 8, 4, 2, 1]
+    assert all(o.shape[1] == 16 for o in outs)
