@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Iterable
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -311,18 +314,22 @@ def validate_config(cfg: DictConfig) -> None:
 
 def one_line(exc: BaseException) -> str:
     """An exception's message (and its cause's, for Hydra's wrappers) on one line."""
-    parts = [str(exc).strip()]
+    text = str(exc).strip()
     cause = exc.__cause__
-    if cause is not None and str(cause).strip() and str(cause).strip() not in parts[0]:
-        parts.append(str(cause).strip())
-    text = "; ".join(p for p in parts if p) or type(exc).__name__
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    # Hydra's hints ("To append to your config use +x=y") and OmegaConf's context lines
-    # ("full_key: ...", "object_type=dict") add nothing once the key is named.
-    keep = [
-        ln for ln in lines
-        if not ln.startswith(("To append", "full_key:", "object_type=", "reference_type="))
-    ]  # fmt: skip
+    if cause is not None and str(cause).strip() and str(cause).strip() not in text:
+        text = f"{text}\n{str(cause).strip()}"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()] or [type(exc).__name__]
+    # Hydra's hints ("To append to your config use +x=y", the search path) and OmegaConf's
+    # context lines ("full_key: ...", "object_type=dict") add nothing once the key is named.
+    noise = (
+        "To append",
+        "full_key:",
+        "object_type=",
+        "reference_type=",
+        "Config search path",
+        "provider=",
+    )
+    keep = [ln for ln in lines if not ln.startswith(noise)]
     return " ".join(keep or lines)
 
 
@@ -333,40 +340,41 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
     from retina.data.errors import DataError
     from retina.engine.checkpoint import CheckpointError
+    from retina.engine.trainer import NonFiniteLossError
 
-    errors: list[type[BaseException]] = [
-        ConfigError, DataError, CheckpointError, HydraException, OmegaConfBaseException,
-    ]  # fmt: skip
+    return (ConfigError, DataError, CheckpointError, NonFiniteLossError, HydraException,
+            OmegaConfBaseException)  # fmt: skip
+
+
+_traceback_requested = os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+@contextmanager
+def exit_on_user_error(prog: str) -> Iterator[None]:
+    """Turn :func:`user_errors` into one line on stderr and exit status 1 (a traceback only
+    when the user set ``HYDRA_FULL_ERROR=1``). Use it inside the ``@hydra.main`` function
+    too: Hydra itself would print an extra "Error executing job" line first."""
     try:
-        from retina.engine.trainer import NonFiniteLossError
-
-        errors.append(NonFiniteLossError)
-    except ImportError:  # pragma: no cover - the trainer ships with the package
-        pass
-    return tuple(errors)
-
-
-def run_cli(app: Any, prog: str) -> None:
-    """Run a ``@hydra.main`` function; bad input ends the process with one line on stderr
-    and exit status 1 instead of a traceback.
-
-    Hydra prints its own errors (an unknown override key, a missing config group option)
-    over several lines; with ``HYDRA_FULL_ERROR`` set it re-raises them instead, so it is
-    set here and the error is printed as one line. A user who sets ``HYDRA_FULL_ERROR=1``
-    gets full tracebacks as usual.
-    """
-    import os
-    import sys
-
-    wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
-    os.environ["HYDRA_FULL_ERROR"] = "1"
-    try:
-        app()
+        yield
     except user_errors() as exc:
-        if wants_traceback:
+        if _traceback_requested:
             raise
         sys.stderr.write(f"{prog}: error: {one_line(exc)}\n")
+        sys.stderr.flush()
         sys.exit(1)
+
+
+def run_cli(app: Callable[[], Any], prog: str) -> None:
+    """Run a ``@hydra.main`` function with one-line errors for bad input.
+
+    Hydra prints its own errors (an unknown override key, a missing config group option)
+    over several lines unless ``HYDRA_FULL_ERROR`` is set, in which case it re-raises them;
+    so it is set here and the error printed as one line by :func:`exit_on_user_error`.
+    """
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        with exit_on_user_error(prog):
+            app()
     except KeyboardInterrupt:
         sys.stderr.write(f"{prog}: interrupted\n")
         sys.exit(130)

@@ -19,7 +19,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from retina.config import ConfigError, run_cli, validate_config
+from retina.config import exit_on_user_error, run_cli, validate_config
 
 log = logging.getLogger("retina.train")
 
@@ -61,10 +61,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         set_determinism(int(t.seed), bool(t.deterministic))
         root = prepare_data_root(cfg.data, dist)
         train_set, val_set = build_datasets(cfg.data, root)
-        try:
-            model = build_model(cfg.model, cfg.loss, train_set.num_classes)
-        except (FileNotFoundError, ValueError) as exc:
-            raise ConfigError("model", str(exc)) from None
+        model = build_model(cfg.model, cfg.loss, train_set.num_classes)
         model.to(device)
         if t.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -180,11 +177,17 @@ def _collate():
     return collate_detection
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+# An absolute path: relative ones are resolved against the caller, which breaks console
+# scripts run outside the repository.
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _app(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
-    metrics = train(cfg, HydraConfig.get().runtime.output_dir)
+    with exit_on_user_error("retina-train"):
+        metrics = train(cfg, HydraConfig.get().runtime.output_dir)
     return metrics.get("AP")  # the objective for Hydra sweepers
 
 

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from retina.config import ConfigError, one_line
 from retina.engine.distributed import DistInfo, barrier
 from retina.engine.optim import WarmupLRSchedule, build_optimizer, scaled_lr
 
@@ -77,12 +78,22 @@ def prepare_data_root(data: DictConfig, dist: DistInfo) -> Path:
     return root
 
 
-def _transforms(node: Any) -> Any:
-    if node is None:
-        return None
+def instantiate_node(node: Any, key: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` whose failures (bad argument values, missing weight
+    files) become a :class:`ConfigError` naming the config node."""
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    return instantiate(node)
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        raise ConfigError(key, one_line(exc.__cause__ or exc)) from None
+    except (ValueError, FileNotFoundError) as exc:
+        raise ConfigError(key, one_line(exc)) from None
+
+
+def _transforms(node: Any, key: str) -> Any:
+    return None if node is None else instantiate_node(node, key)
 
 
 def build_datasets(data: DictConfig, root: Path) -> tuple[Any, Any]:
@@ -96,7 +107,7 @@ def build_datasets(data: DictConfig, root: Path) -> tuple[Any, Any]:
     train = CocoDetection(
         root / data.train_ann,
         root / data.train_images,
-        transforms=_transforms(data.get("train_transforms")),
+        transforms=_transforms(data.get("train_transforms"), "data.train_transforms"),
         drop_empty=True,
         on_broken="next",
         **extra,
@@ -104,7 +115,7 @@ def build_datasets(data: DictConfig, root: Path) -> tuple[Any, Any]:
     val = CocoDetection(
         root / data.val_ann,
         root / data.val_images,
-        transforms=_transforms(data.get("val_transforms")),
+        transforms=_transforms(data.get("val_transforms"), "data.val_transforms"),
         drop_empty=False,
         on_broken="skip",
         **extra,
@@ -148,22 +159,18 @@ def build_val_loader(
 
 def build_model(model: DictConfig, loss: DictConfig, num_classes: int) -> nn.Module:
     """Instantiate the classification loss, then the model with it and ``num_classes``."""
-    from hydra.utils import instantiate
-
-    cls_loss = instantiate(loss)
-    return instantiate(model, num_classes=num_classes, cls_loss=cls_loss)
+    cls_loss = instantiate_node(loss, "loss")
+    return instantiate_node(model, "model", num_classes=num_classes, cls_loss=cls_loss)
 
 
 def build_optimization(
     model: nn.Module, optim: DictConfig, schedule: DictConfig, *, batch_size: int, max_iter: int
 ) -> tuple[torch.optim.Optimizer, WarmupLRSchedule]:
     """SGD (or any ``optim.optimizer`` partial) at the linearly scaled LR, and the schedule."""
-    from hydra.utils import instantiate
-
     lr = scaled_lr(optim.base_lr, batch_size, optim.reference_batch_size)
     optimizer = build_optimizer(
         model,
-        instantiate(optim.optimizer),
+        instantiate_node(optim.optimizer, "optim.optimizer"),
         lr=lr,
         weight_decay=float(optim.weight_decay),
         no_decay_norm_bias=bool(optim.no_decay_norm_bias),
