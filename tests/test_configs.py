@@ -45,7 +45,8 @@ def test_default_config_keys(tmp_path):
     for key in ("data.root", "loss.gamma", "loss.alpha", "model.prior_prob", "model.score_thresh",
                 "model.topk_candidates", "model.nms_thresh", "model.detections_per_img",
                 "train.max_iter", "train.batch_size", "train.eval_period",
-                "train.checkpoint_period", "train.resume", "train.deterministic", "train.seed"):  # fmt: skip
+                "train.checkpoint_period", "train.resume", "train.deterministic",
+                "train.seed"):  # fmt: skip
         assert OmegaConf.select(cfg, key, default="missing") != "missing", key
     assert cfg.model.prior_prob == 0.01 and cfg.loss.gamma == 2.0 and cfg.loss.alpha == 0.25
 
