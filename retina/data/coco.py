@@ -11,6 +11,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from retina.data.columns import Columns, columns_are_valid, extract_columns
 from retina.data.errors import DataError
 from retina.data.validate import check_coco_dict, load_json, raise_for_problems
 
@@ -91,40 +92,41 @@ class CocoDetection(torch.utils.data.Dataset):
     def _load(self, check: bool) -> None:
         data, problems = load_json(self.ann_file)
         raise_for_problems(problems)
-        if check:
+        cols = extract_columns(data)
+        if check and (cols is None or not columns_are_valid(cols)):
             raise_for_problems(check_coco_dict(data, self.ann_file))
+        if cols is None:
+            raise DataError(f"{self.ann_file}: malformed annotations; run retina-check-data "
+                            "for details")
         try:
-            self._build_arrays(data)
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise DataError(f"{self.ann_file}: malformed annotations ({type(exc).__name__}: "
-                            f"{exc}); run retina-check-data for details") from None
-        del data
+            self._build_arrays(cols)
+        except (ValueError, IndexError) as exc:
+            raise DataError(f"{self.ann_file}: malformed annotations ({exc}); run "
+                            "retina-check-data for details") from None
+        # drop every object of the parsed JSON before anything long-lived is allocated
+        del data, cols
         gc.collect()
 
-    def _build_arrays(self, data: dict) -> None:
-        cats = sorted(data["categories"], key=lambda c: c["id"])
-        self._cat_ids = np.array([c["id"] for c in cats], dtype=np.int64)
-        self._cat_names = _pack_strings([str(c["name"]) for c in cats])
-        images = data["images"]
-        image_ids = np.array([img["id"] for img in images], dtype=np.int64)
-        self._widths = np.array([img["width"] for img in images], dtype=np.int32)
-        self._heights = np.array([img["height"] for img in images], dtype=np.int32)
-        self._names, self._name_offsets = _pack_strings([img["file_name"] for img in images])
+    def _build_arrays(self, cols: Columns) -> None:
+        order_k = np.argsort(cols.cat_ids, kind="stable")
+        self._cat_ids = cols.cat_ids[order_k]
+        self._cat_names = _pack_strings([cols.cat_names[k] for k in order_k])
+        num_images = len(cols.image_ids)
+        self._widths = cols.widths.astype(np.int32)
+        self._heights = cols.heights.astype(np.int32)
+        self._names, self._name_offsets = _pack_strings(cols.file_names)
+        cols.file_names.clear()
 
-        anns = data["annotations"]
-        ann_image = np.array([a["image_id"] for a in anns], dtype=np.int64)
-        ann_cat = np.array([a["category_id"] for a in anns], dtype=np.int64)
-        crowd = np.array([a.get("iscrowd", 0) for a in anns], dtype=bool)
-        xywh = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
-
-        order = np.argsort(image_ids, kind="stable")
-        image_pos = order[np.searchsorted(image_ids, ann_image, sorter=order)]
-        labels = np.searchsorted(self._cat_ids, ann_cat)
-        if len(anns) and (
-            np.any(image_ids[image_pos] != ann_image)
-            or np.any(self._cat_ids[np.minimum(labels, len(cats) - 1)] != ann_cat)
+        order = np.argsort(cols.image_ids, kind="stable")
+        image_pos = order[np.searchsorted(cols.image_ids, cols.ann_image_ids, sorter=order)]
+        labels = np.searchsorted(self._cat_ids, cols.ann_cat_ids)
+        if len(labels) and (
+            np.any(cols.image_ids[image_pos] != cols.ann_image_ids)
+            or np.any(self._cat_ids[np.minimum(labels, len(self._cat_ids) - 1)]
+                      != cols.ann_cat_ids)
         ):
             raise ValueError("an annotation refers to a missing image or category")
+        xywh = cols.bboxes
         keep = (xywh[:, 2] > 0) & (xywh[:, 3] > 0) & np.isfinite(xywh).all(axis=1)
         self.num_dropped_boxes = int((~keep).sum())
         by_image = np.argsort(image_pos[keep], kind="stable")
@@ -132,14 +134,14 @@ class CocoDetection(torch.utils.data.Dataset):
         boxes = xywh[sel].astype(np.float32)
         boxes[:, 2:] += boxes[:, :2]
         self._boxes = boxes  # (A, 4) xyxy, grouped by image
-        self._labels = labels[sel].astype(np.int16 if len(cats) < 2**15 else np.int64)
-        self._crowd = crowd[sel]
-        counts = np.bincount(image_pos[sel], minlength=len(images))
-        self._ann_offsets = np.zeros(len(images) + 1, dtype=np.int64)
+        self._labels = labels[sel].astype(np.int16 if len(self._cat_ids) < 2**15 else np.int64)
+        self._crowd = cols.iscrowd[sel] != 0
+        counts = np.bincount(image_pos[sel], minlength=num_images)
+        self._ann_offsets = np.zeros(num_images + 1, dtype=np.int64)
         np.cumsum(counts, out=self._ann_offsets[1:])
-        self._image_ids = image_ids
-        non_crowd = np.bincount(image_pos[sel][~self._crowd], minlength=len(images))
-        served = np.flatnonzero(non_crowd > 0) if self.drop_empty else np.arange(len(images))
+        self._image_ids = cols.image_ids
+        non_crowd = np.bincount(image_pos[sel][~self._crowd], minlength=num_images)
+        served = np.flatnonzero(non_crowd > 0) if self.drop_empty else np.arange(num_images)
         self._served = served.astype(np.int64)  # dataset index -> image position
 
     # ------------------------------------------------------------------ mapping
