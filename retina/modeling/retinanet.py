@@ -93,8 +93,10 @@ class RetinaNet(nn.Module):
         self.nms_thresh = nms_thresh
         self.detections_per_img = detections_per_img
         self.size_divisibility = size_divisibility
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(3, 1, 1), persistent=True)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(3, 1, 1), persistent=True)
+        mean = torch.tensor([float(v) for v in pixel_mean]).view(3, 1, 1)
+        std = torch.tensor([float(v) for v in pixel_std]).view(3, 1, 1)
+        self.register_buffer("pixel_mean", mean, persistent=True)
+        self.register_buffer("pixel_std", std, persistent=True)
         self.register_buffer("normalizer_ema", torch.tensor(100.0), persistent=True)
         self.last_num_pos = 0
 
