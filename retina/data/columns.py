@@ -14,8 +14,6 @@ from typing import Any
 
 import numpy as np
 
-IMAGE_KEYS = frozenset(("id", "file_name", "width", "height"))
-ANNOTATION_KEYS = frozenset(("id", "image_id", "category_id", "bbox"))
 BOX_TOLERANCE = 1.0
 """Pixels a box may extend beyond the image border before it is reported."""
 
@@ -52,20 +50,20 @@ def extract_columns(data: Any) -> Columns | None:
         return None
     if not (_types(images) <= {dict} and _types(anns) <= {dict} and _types(cats) <= {dict}):
         return None
-    if not all(IMAGE_KEYS <= img.keys() for img in images) or \
-            not all(ANNOTATION_KEYS <= a.keys() for a in anns) or \
-            not all("id" in c and "name" in c for c in cats):
+    try:  # a missing key raises here, which is cheaper than testing every record's keys
+        image_ids = [img["id"] for img in images]
+        widths = [img["width"] for img in images]
+        heights = [img["height"] for img in images]
+        file_names = [img["file_name"] for img in images]
+        ann_ids = [a["id"] for a in anns]
+        ann_image_ids = [a["image_id"] for a in anns]
+        ann_cat_ids = [a["category_id"] for a in anns]
+        bboxes = [a["bbox"] for a in anns]
+        iscrowd = [a.get("iscrowd", 0) for a in anns]
+        cat_ids = [c["id"] for c in cats]
+        cat_names = [str(c["name"]) for c in cats]
+    except KeyError:
         return None
-    image_ids = [img["id"] for img in images]
-    widths = [img["width"] for img in images]
-    heights = [img["height"] for img in images]
-    file_names = [img["file_name"] for img in images]
-    ann_ids = [a["id"] for a in anns]
-    ann_image_ids = [a["image_id"] for a in anns]
-    ann_cat_ids = [a["category_id"] for a in anns]
-    bboxes = [a["bbox"] for a in anns]
-    iscrowd = [a.get("iscrowd", 0) for a in anns]
-    cat_ids = [c["id"] for c in cats]
     ints = (image_ids, widths, heights, ann_ids, ann_image_ids, ann_cat_ids, iscrowd, cat_ids)
     if any(not _types(col) <= {int} for col in ints[:6] + ints[7:]) or \
             not _types(iscrowd) <= {int, bool}:
@@ -79,7 +77,7 @@ def extract_columns(data: Any) -> Columns | None:
         image_ids=as_int[0], widths=as_int[1], heights=as_int[2], file_names=file_names,
         ann_ids=as_int[3], ann_image_ids=as_int[4], ann_cat_ids=as_int[5],
         bboxes=np.array(bboxes, dtype=np.float64).reshape(-1, 4), iscrowd=as_int[6],
-        cat_ids=as_int[7], cat_names=[str(c["name"]) for c in cats],
+        cat_ids=as_int[7], cat_names=cat_names,
     )
 
 

@@ -13,6 +13,7 @@ walk below only runs to word the problems of a file that failed it.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,7 +42,9 @@ class Problem:
 def load_json(ann_file: str | Path) -> tuple[Any, list[Problem]]:
     """Parse ``ann_file``; returns ``(data, [])`` or ``(None, [problem])``."""
     path = str(ann_file)
-    try:
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # the parse allocates millions of containers; collecting them meanwhile
+    try:          # only costs time (about half of the parse on a train2017-sized file)
         with open(path, encoding="utf-8") as handle:
             return json.load(handle), []
     except FileNotFoundError:
@@ -51,6 +54,9 @@ def load_json(ann_file: str | Path) -> tuple[Any, list[Problem]]:
                               f" {exc.msg}", file=path)]
     except (OSError, UnicodeDecodeError, RecursionError) as exc:
         return None, [Problem(f"{path}: cannot read annotation file: {exc}", file=path)]
+    finally:
+        if gc_was_enabled:
+            gc.enable()
 
 
 def _is_int(value: Any) -> bool:

@@ -144,3 +144,13 @@ def test_shapes_dataset_is_clean(shapes_root):
     for split in ("train", "val"):
         ann = shapes_root / "annotations" / f"instances_{split}.json"
         assert validate_coco(ann, shapes_root / split) == []
+
+
+@pytest.mark.parametrize("case", sorted(c for c in JSON_CASES if JSON_CASES[c][0] is not None))
+def test_fast_path_agrees_with_record_walk(case):
+    from retina.data.columns import columns_are_valid, extract_columns
+
+    good = extract_columns(copy.deepcopy(GOOD))
+    assert good is not None and columns_are_valid(good)
+    cols = extract_columns(JSON_CASES[case][0])
+    assert cols is None or not columns_are_valid(cols)
