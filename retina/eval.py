@@ -176,7 +176,6 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             backend=str(cfg.eval.backend),
         )  # fmt: skip
         if dist.is_main:
-            print(format_metrics_table(metrics), flush=True)
             # This run's config, with the model and loss the checkpoint was trained with.
             config = OmegaConf.to_container(cfg, resolve=True)
             config["data"] = OmegaConf.to_container(data_cfg, resolve=True)
@@ -189,6 +188,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
                 num_images=len(dataset), inference_seconds=round(seconds, 2),
             )  # fmt: skip
             log.info("wrote %s and %s", run_dir / "coco_results.json", run_dir / "metrics.json")
+            print(format_metrics_table(metrics), flush=True)
         return metrics
     finally:
         distributed.cleanup()
