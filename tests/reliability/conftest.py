@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from relhelp import IMAGE_SIZE, CliServer
+from relhelp import IMAGE_SIZE, CliServer, final_state, train_args
 
 from retina.data.shapes import make_shapes_dataset
 
@@ -30,3 +30,13 @@ def tiny_shapes(tmp_path_factory) -> Path:
 def shapes_copy(tiny_shapes, tmp_path) -> Path:
     """A private copy of the tiny dataset that a test may damage."""
     return Path(shutil.copytree(tiny_shapes, tmp_path / "shapes"))
+
+
+@pytest.fixture(scope="session")
+def reference_run(cli: CliServer, tiny_shapes: Path, tmp_path_factory) -> dict:
+    """An uninterrupted 4-iteration run: its directory (checkpoints 2, 3, 4 and ``last.pt``;
+    copy before changing), final state and duration."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    result = cli.run("retina-train", train_args(tiny_shapes, run_dir), cwd=run_dir.parent)
+    assert result.rc == 0, result.stderr[-3000:]
+    return {"dir": run_dir, "state": final_state(run_dir), "seconds": result.seconds}

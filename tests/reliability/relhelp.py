@@ -24,6 +24,10 @@ SERVER = Path(__file__).with_name("cli_server.py")
 IMAGE_SIZE = 64
 
 
+# Everything a bit-exact continuation depends on (the config differs: it holds the run dir).
+COMPARED = ("model", "optimizer", "scheduler", "scaler", "iteration", "rng", "data_position")
+
+
 def train_args(data_root: Path, run_dir: Path, **overrides: Any) -> list[str]:
     """``retina-train`` overrides for a seconds-long deterministic CPU run of the tiny model
     on 64 px images (4 iterations of 2 images, a checkpoint every iteration)."""
@@ -185,3 +189,9 @@ def _nan_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
         torch.equal(torch.isnan(a), torch.isnan(b))
         and torch.equal(torch.nan_to_num(a), torch.nan_to_num(b))
     )
+
+
+def final_state(run_dir: Path) -> dict:
+    """The parts of ``run_dir``'s ``last.pt`` that must match between runs."""
+    state = load_raw(run_dir / "checkpoints" / LAST_NAME)
+    return {k: state.get(k) for k in COMPARED}

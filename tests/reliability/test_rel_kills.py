@@ -9,12 +9,17 @@ import re
 from pathlib import Path
 
 import pytest
-from relhelp import CliServer, checkpoint_files, load_raw, temp_files, tensors_equal, train_args
+from relhelp import (
+    CliServer,
+    checkpoint_files,
+    final_state,
+    temp_files,
+    tensors_equal,
+    train_args,
+)
 
 from retina.engine.checkpoint import CheckpointError, load_checkpoint
 
-# Everything a bit-exact continuation depends on (the config differs: it holds the run dir).
-COMPARED = ("model", "optimizer", "scheduler", "scaler", "iteration", "rng", "data_position")
 RESUMED = re.compile(r"resuming from (\S+) \(iteration (\d+)\)")
 
 
@@ -39,20 +44,6 @@ def _check_resume_message(output: str, expected: int | None) -> None:
         assert int(found.group(2)) == expected, found.group(0)
 
 
-def _final_state(run_dir: Path) -> dict:
-    state = load_raw(run_dir / "checkpoints" / "last.pt")
-    return {k: state.get(k) for k in COMPARED}
-
-
-@pytest.fixture(scope="module")
-def reference(cli: CliServer, tiny_shapes: Path, tmp_path_factory) -> dict:
-    """An uninterrupted run (4 iterations) and its duration."""
-    run_dir = tmp_path_factory.mktemp("reference") / "run"
-    result = cli.run("retina-train", train_args(tiny_shapes, run_dir), cwd=run_dir.parent)
-    assert result.rc == 0, result.stderr[-3000:]
-    return {"state": _final_state(run_dir), "seconds": result.seconds}
-
-
 def _segment(
     cli: CliServer, data: Path, run_dir: Path, kill: dict | None, faults: dict | None = None
 ) -> tuple[bool, int | None]:
@@ -72,16 +63,16 @@ def _segment(
     return killed, _newest_complete(ckpt_dir)
 
 
-def _finish_and_compare(cli: CliServer, data: Path, run_dir: Path, reference: dict) -> None:
+def _finish_and_compare(cli: CliServer, data: Path, run_dir: Path, reference_run: dict) -> None:
     killed, newest = _segment(cli, data, run_dir, kill=None)
     assert not killed and newest == 4
     assert not temp_files(run_dir / "checkpoints")
-    diff = tensors_equal(_final_state(run_dir), reference["state"])
+    diff = tensors_equal(final_state(run_dir), reference_run["state"])
     assert not diff, f"resumed run differs from the uninterrupted one at {diff[:5]}"
 
 
 def test_kill_during_checkpoint_write_and_at_random_times(
-    cli: CliServer, tiny_shapes: Path, tmp_path: Path, reference: dict
+    cli: CliServer, tiny_shapes: Path, tmp_path: Path, reference_run: dict
 ) -> None:
     """Three kill points: inside the write of the 2nd checkpoint, then at two random
     moments of the resumed runs; the finished run equals the uninterrupted one."""
@@ -97,14 +88,14 @@ def test_kill_during_checkpoint_write_and_at_random_times(
 
     rng = random.Random(1234)
     for _ in range(2):
-        delay = rng.uniform(0.3, 0.9) * reference["seconds"]
+        delay = rng.uniform(0.3, 0.9) * reference_run["seconds"]
         _segment(cli, tiny_shapes, run_dir, kill={"after": delay})
-    _finish_and_compare(cli, tiny_shapes, run_dir, reference)
+    _finish_and_compare(cli, tiny_shapes, run_dir, reference_run)
 
 
 @pytest.mark.slow
 def test_twenty_random_kill_points(
-    cli: CliServer, tiny_shapes: Path, tmp_path: Path, reference: dict
+    cli: CliServer, tiny_shapes: Path, tmp_path: Path, reference_run: dict
 ) -> None:
     """At least 20 SIGKILLs at random moments (a third of them inside a slowed checkpoint
     write); every interrupted run is resumed to the end and compared bit for bit."""
@@ -123,11 +114,11 @@ def test_twenty_random_kill_points(
                 for old in markers.iterdir():
                     old.unlink()
             else:
-                faults, kill = None, {"after": rng.uniform(0.1, 1.0) * reference["seconds"]}
+                faults, kill = None, {"after": rng.uniform(0.1, 1.0) * reference_run["seconds"]}
             killed, _ = _segment(cli, tiny_shapes, run_dir, kill=kill, faults=faults)
             kills += killed
             mid_write += killed and faults is not None
             if not killed:  # the run got to the end first
                 break
-        _finish_and_compare(cli, tiny_shapes, run_dir, reference)
+        _finish_and_compare(cli, tiny_shapes, run_dir, reference_run)
     assert mid_write >= 3, f"only {mid_write} kills landed in a checkpoint write"
