@@ -169,3 +169,20 @@ def test_seeded_loader_with_workers_repeats(shapes_root):
     first = run()
     assert run() == first and len(first) == len(ds)
     assert len({shape for _, shape, _ in first}) > 1  # multi-scale draws differ per image
+
+
+def test_data_error_stays_one_line_through_workers(small):
+    from torch.utils.data import DataLoader
+
+    from retina.data import collate_detection
+
+    ann, root = small
+    for name in ("a.png", "b.png", "c.png"):
+        (root / name).write_bytes(b"broken")
+    ds = CocoDetection(ann, root, max_broken_fraction=0.1)
+    loader = DataLoader(ds, batch_size=1, num_workers=1, collate_fn=collate_detection)
+    with pytest.raises(DataError) as exc:
+        list(loader)
+    message = str(exc.value)
+    assert "\n" not in message and message.startswith("1 of 3 images are broken")
+    assert "a.png (image id 5)" in message
