@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint
+.PHONY: install test lint demo
 
 install: $(STAMP)
 
@@ -19,3 +19,13 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check retina scripts tests
+
+# Train the default config (tiny RetinaNet on the synthetic shapes data, generated under
+# data/shapes when missing) on the CPU, evaluate it and print the COCO table.
+# Results: outputs/demo/metrics.json; curves: tensorboard --logdir outputs/demo/tensorboard
+DEMO_DIR := outputs/demo
+
+demo: install
+	rm -rf $(DEMO_DIR)
+	$(VENV)/bin/retina-train hydra.run.dir=$(DEMO_DIR)
+	@echo "metrics: $(DEMO_DIR)/metrics.json   curves: $(VENV)/bin/tensorboard --logdir $(DEMO_DIR)/tensorboard"
