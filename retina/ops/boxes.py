@@ -40,12 +40,15 @@ def batched_pairwise_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
         boxes2 = boxes2.unsqueeze(0)
     area1 = box_area(boxes1)  # (B, M)
     area2 = box_area(boxes2)  # (1|B, A)
-    lt = torch.maximum(boxes1[:, :, None, :2], boxes2[:, None, :, :2])  # (B, M, A, 2)
-    rb = torch.minimum(boxes1[:, :, None, 2:], boxes2[:, None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]  # (B, M, A)
-    union = area1[:, :, None] + area2[:, None, :] - inter
-    return inter / union.clamp(min=torch.finfo(union.dtype).tiny)
+    b1 = boxes1[:, :, None, :]  # (B, M, 1, 4)
+    b2 = boxes2[:, None, :, :]  # (1|B, 1, A, 4)
+    # width and height of the intersection, one (B, M, A) tensor each (no (B, M, A, 2) temps)
+    iw = (torch.minimum(b1[..., 2], b2[..., 2]) - torch.maximum(b1[..., 0], b2[..., 0])).clamp_(0)
+    ih = (torch.minimum(b1[..., 3], b2[..., 3]) - torch.maximum(b1[..., 1], b2[..., 1])).clamp_(0)
+    inter = iw * ih
+    del iw, ih
+    union = (area1[:, :, None] + area2[:, None, :]) - inter
+    return inter / union.clamp_(min=torch.finfo(union.dtype).tiny)
 
 
 def generalized_iou_loss(pred: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:

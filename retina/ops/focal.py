@@ -183,14 +183,13 @@ class _SigmoidFocalFromLabels(torch.autograd.Function):
 
 def _label_layout(
     logits: Tensor, labels: Tensor, reduction: str
-) -> tuple[Tensor | None, Tensor, Tensor, float]:
-    """(valid-row mask (N, 1) or None if nothing is ignored, positive rows, their classes,
-    the 'mean' normaliser 1 / (num_valid_rows * K) or 1)."""
+) -> tuple[Tensor, Tensor, Tensor, float]:
+    """(valid-row mask (N, 1) as 0/1 floats, positive rows, their classes, the 'mean'
+    normaliser 1 / (num_valid_rows * K) or 1). The mask is always passed, even when nothing
+    is ignored, so that a compiled kernel sees one signature."""
     keep = labels >= -1
     num_valid = int(keep.sum().item())
-    valid = None
-    if num_valid != labels.shape[0]:
-        valid = keep[:, None].to(fk.compute_dtype(logits.dtype))
+    valid = keep[:, None].to(fk.compute_dtype(logits.dtype))
     rows = torch.nonzero(labels >= 0).squeeze(1)
     scale = 1.0 / max(num_valid * logits.shape[1], 1) if reduction == "mean" else 1.0
     return valid, rows, labels[rows], scale
