@@ -11,7 +11,7 @@ import yaml
 
 from retina.paper import TABLE1, paper_rows
 from retina.report import build_table, format_markdown, main, match_paper_row, write_report
-from retina.report_runs import collect_runs, expected_jobs, run_axes
+from retina.report_runs import Run, collect_runs, expected_jobs, run_axes
 
 EXPERIMENT = "table1b_gamma_alpha"
 GRID = [(g, a) for g in (0.0, 2.0, 5.0) for a in (0.25, 0.75)]  # sweeper order: alpha fastest
@@ -141,3 +141,11 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "no such directory" in err[0] and "no runs found" in err[1]
     assert main([]) == 2
+
+
+def test_run_axes_keep_null_and_group_choices():
+    run = Run(name="3", status="not started",
+              overrides=["loss=ce", "model.prior_prob=null", "experiment=prior_init", "seed=2"])
+    assert run_axes(run) == {"loss": "ce", "prior_prob": None, "seed": 2}
+    run.config = {"model": {"aspect_ratios": [1.0], "prior_prob": 0.01}}
+    assert run_axes(run)["num_ratios"] == 1 and run_axes(run)["prior_prob"] == 0.01
