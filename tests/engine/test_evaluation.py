@@ -318,5 +318,5 @@ def test_distributed_gather_matches_single_process(gt_file):
         _dist_worker, args=(2, _free_port(), str(path), shards, queue), nprocs=2,
         start_method="spawn",
     )
-    results = dict(queue.get(timeout=60) for _ in range(2))
+    results = dict(queue.get(timeout=180) for _ in range(2))
     assert results[0] == single and results[1] == single
