@@ -150,3 +150,12 @@ def test_two_by_two_sweep_through_the_cli_and_report(tmp_path: Path):
     assert table.startswith("# Prior initialisation") and table.count("| done |") == 4
     assert "| ce | 0 | null | null |" in table  # loss, γ, α, π
     assert (sweep_dir / "heatmap.png").is_file() and (sweep_dir / "table.csv").is_file()
+
+
+def test_slurm_preset_composes_when_the_cluster_extra_is_installed():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs '.[cluster]'")
+    cfg = _compose(["experiment=table1b_gamma_alpha", "scale=paper", "hydra/launcher=slurm_paper",
+                    "hydra.launcher.partition=gpu"], hydra=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and launcher.gpus_per_node == 1
+    assert launcher.partition == "gpu" and launcher.timeout_min == 1440
