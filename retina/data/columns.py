@@ -72,7 +72,10 @@ def extract_columns(data: Any) -> Columns | None:
             not set(map(len, bboxes)) <= {4} or \
             not _types(itertools.chain.from_iterable(bboxes)) <= {int, float}:
         return None
-    as_int = [np.array(col, dtype=np.int64) for col in ints]
+    try:
+        as_int = [np.array(col, dtype=np.int64) for col in ints]
+    except OverflowError:  # an id beyond int64
+        return None
     return Columns(
         image_ids=as_int[0], widths=as_int[1], heights=as_int[2], file_names=file_names,
         ann_ids=as_int[3], ann_image_ids=as_int[4], ann_cat_ids=as_int[5],
