@@ -11,9 +11,11 @@ runs inference on its share of the images and rank 0 scores the gathered detecti
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,20 @@ from retina.config import ConfigError, exit_on_user_error, run_cli, validate_con
 log = logging.getLogger("retina.eval")
 
 EVAL_KEYS = frozenset({"backend", "batch_size", "num_workers", "device", "score_thresh"})
+
+
+@contextlib.contextmanager
+def exit_on_cli_error(prog: str) -> Iterator[None]:
+    """:func:`retina.config.exit_on_user_error`, plus unwritable results files."""
+    from retina.engine.evaluation import ResultsError
+
+    try:
+        with exit_on_user_error(prog):
+            yield
+    except ResultsError as err:
+        sys.stderr.write(f"{prog}: error: {err}\n")
+        sys.stderr.flush()
+        sys.exit(1)
 
 
 def required_value(cfg: DictConfig, key: str) -> str:
@@ -144,8 +160,12 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
     from retina.engine import distributed
     from retina.engine.build import build_val_loader, prepare_data_root
-    from retina.engine.evaluation import evaluate_detections, format_metrics_table, run_inference
-    from retina.engine.logging import write_metrics_json
+    from retina.engine.evaluation import (
+        evaluate_detections,
+        format_metrics_table,
+        run_inference,
+        write_json_atomic,
+    )
 
     check_eval_config(cfg)
     path = required_value(cfg, "checkpoint")
@@ -182,11 +202,13 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             for key in ("model", "loss"):
                 config[key] = state["config"].get(key)
             config["trained_with"] = state["config"]
-            write_metrics_json(
-                run_dir / "metrics.json", metrics, config,
-                checkpoint=str(path), iteration=int(state.get("iteration", -1)),
-                num_images=len(dataset), inference_seconds=round(seconds, 2),
-            )  # fmt: skip
+            # Same layout as retina-train's metrics.json: the metrics at the top level.
+            payload = {
+                **metrics, "checkpoint": str(path), "iteration": int(state.get("iteration", -1)),
+                "num_images": len(dataset), "inference_seconds": round(seconds, 2),
+                "config": config,
+            }  # fmt: skip
+            write_json_atomic(run_dir / "metrics.json", payload, indent=2)
             log.info("wrote %s and %s", run_dir / "coco_results.json", run_dir / "metrics.json")
             print(format_metrics_table(metrics), flush=True)
         return metrics
@@ -202,7 +224,7 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 def _app(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
-    with exit_on_user_error("retina-eval"):
+    with exit_on_cli_error("retina-eval"):
         metrics = evaluate_checkpoint(cfg, HydraConfig.get().runtime.output_dir)
     return metrics.get("AP")
 

@@ -8,7 +8,7 @@ Writes ``<output>/<image stem>.png`` with boxes, class names and scores drawn, a
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from retina.config import ConfigError, exit_on_user_error, run_cli
+from retina.config import ConfigError, run_cli
 from retina.data.errors import DataError
-from retina.eval import load_for_inference, required_value, resolve_device
+from retina.eval import exit_on_cli_error, load_for_inference, required_value, resolve_device
 
 __all__ = ["draw_detections", "list_images", "main", "predict", "read_image"]
 
@@ -127,6 +127,20 @@ def _batches(
         yield images, targets
 
 
+def _save_png(image: Any, path: Path) -> None:
+    """Save through ``<name>.tmp`` so a full disk leaves no truncated PNG behind."""
+    from retina.engine.evaluation import ResultsError
+
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        image.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise ResultsError(f"{path}: cannot write ({err.strerror or err})") from err
+
+
 def _output_names(paths: Sequence[Path]) -> list[str]:
     """``<stem>.png``, with the suffix kept in the name when two inputs share a stem."""
     stems = [p.stem for p in paths]
@@ -138,7 +152,7 @@ def _output_names(paths: Sequence[Path]) -> list[str]:
 
 def predict(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Everything ``retina-predict`` does; returns the ``detections.json`` content."""
-    from retina.engine.evaluation import run_inference
+    from retina.engine.evaluation import run_inference, write_json_atomic
 
     checkpoint = required_value(cfg, "checkpoint")
     source = Path(required_value(cfg, "input"))
@@ -182,16 +196,14 @@ def predict(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             )
         ]
         image = read_image(path)
-        draw_detections(image, entries).save(output / names[det["image_id"]])
+        _save_png(draw_detections(image, entries), output / names[det["image_id"]])
         records.append({
             "file": str(path), "output": names[det["image_id"]],
             "height": int(image.shape[0]), "width": int(image.shape[1]), "detections": entries,
         })
         log.info("%s: %d detections", path.name, len(entries))
     result = {"checkpoint": checkpoint, "score_thresh": float(thresh), "images": records}
-    tmp = output / "detections.json.tmp"
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp, output / "detections.json")
+    write_json_atomic(output / "detections.json", result, indent=1)
     print(f"wrote {len(records)} images and detections.json to {output}")
     return result
 
@@ -204,7 +216,7 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 def _app(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    with exit_on_user_error("retina-predict"):
+    with exit_on_cli_error("retina-predict"):
         predict(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 

@@ -94,11 +94,11 @@ def run_in_process(body, config_name: str, overrides: list[str], run_dir: Path):
     (the error paths, without paying a subprocess start each)."""
     from hydra import compose, initialize_config_dir
 
-    from retina.config import exit_on_user_error
+    from retina.eval import exit_on_cli_error
 
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=overrides)
-    with exit_on_user_error(f"retina-{config_name}"):
+    with exit_on_cli_error(f"retina-{config_name}"):
         return body(cfg, run_dir)
 
 
@@ -153,3 +153,11 @@ def test_eval_optional_backend(setup, tmp_path, capsys):
         assert "needs the faster-coco-eval package" in err
     else:
         pytest.skip("faster_coco_eval is installed")
+
+
+def test_eval_unwritable_run_dir(setup, tmp_path, capsys):
+    _, ckpt = setup
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    err = eval_error([f"checkpoint={ckpt}", "eval.num_workers=0"], blocker / "run", capsys)
+    assert "coco_results.json: cannot write" in err

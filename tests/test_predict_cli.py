@@ -72,12 +72,12 @@ def test_predict_folder(setup):
 def run_predict(overrides: list[str], tmp_path: Path):
     from hydra import compose, initialize_config_dir
 
-    from retina.config import exit_on_user_error
+    from retina.eval import exit_on_cli_error
     from retina.predict import predict
 
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         cfg = compose(config_name="predict", overrides=overrides)
-    with exit_on_user_error("retina-predict"):
+    with exit_on_cli_error("retina-predict"):
         return predict(cfg, tmp_path)
 
 

@@ -27,6 +27,8 @@ __all__ = [
     "detections_to_coco_results",
     "format_metrics_table",
     "check_backend",
+    "ResultsError",
+    "write_json_atomic",
 ]
 
 logger = logging.getLogger(__name__)
@@ -50,6 +52,34 @@ _METRIC_SETTINGS = {  # (IoU, area, maxDets) of each summary number, for the tab
     "ARl": ("0.50:0.95", "large", 100),
 }
 BACKENDS = ("pycocotools", "faster_coco_eval")
+
+
+class ResultsError(RuntimeError):
+    """A results file cannot be written (disk full, unwritable folder); one-line message."""
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any, indent: int | None = None) -> Path:
+    """Write ``payload`` as JSON to ``path`` through ``<name>.tmp`` (fsync, then rename).
+
+    Raises:
+        ResultsError: ``"<path>: cannot write (<reason>)"``; no partial or temporary file
+            is left and an existing ``path`` keeps its old content.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(payload, f, indent=indent, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise ResultsError(f"{path}: cannot write ({err.strerror or err})") from err
+    return path
 
 
 @torch.inference_mode()
@@ -185,10 +215,7 @@ def _evaluate(detections, dataset, out_dir, coco_cls, eval_cls) -> dict[str, Any
                        len(detections) - len(kept))
     results = detections_to_coco_results(kept, cat_ids)
     if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with open(out_dir / "coco_results.json", "w") as f:
-            json.dump(results, f)
+        write_json_atomic(Path(out_dir) / "coco_results.json", results)
 
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         gt = coco_cls(str(dataset.ann_file))

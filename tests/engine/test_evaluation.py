@@ -14,11 +14,14 @@ import torch.multiprocessing as mp
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from retina.engine import evaluation
 from retina.engine.evaluation import (
     METRIC_KEYS,
+    ResultsError,
     evaluate_detections,
     format_metrics_table,
     run_inference,
+    write_json_atomic,
 )
 
 CAT_IDS = [3, 7, 12]  # deliberately not contiguous
@@ -320,3 +323,28 @@ def test_distributed_gather_matches_single_process(gt_file):
     )
     results = dict(queue.get(timeout=180) for _ in range(2))
     assert results[0] == single and results[1] == single
+
+
+def test_write_json_atomic_on_a_full_disk(tmp_path, monkeypatch):
+    path = tmp_path / "coco_results.json"
+    write_json_atomic(path, [1, 2])
+    real_dump = json.dump
+
+    def full_disk(obj, f, **kwargs):
+        f.write("[1,")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(evaluation.json, "dump", full_disk)
+    with pytest.raises(ResultsError, match="coco_results.json: cannot write .No space left"):
+        write_json_atomic(path, [3, 4])
+    monkeypatch.setattr(evaluation.json, "dump", real_dump)
+    assert json.loads(path.read_text()) == [1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == ["coco_results.json"]
+
+
+def test_unwritable_out_dir(gt_file, tmp_path):
+    path, _ = gt_file
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ResultsError, match="coco_results.json: cannot write"):
+        evaluate_detections([], _dataset(path, [1]), out_dir=blocker / "run")
