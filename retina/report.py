@@ -35,6 +35,7 @@ __all__ = [
     "TableRow",
     "build_table",
     "format_markdown",
+    "heatmap_axes",
     "infer_block",
     "main",
     "match_paper_row",
@@ -316,11 +317,18 @@ def write_csv(table: ReportTable, path: Path) -> None:
             writer.writerow(line)
 
 
-def _heatmap_axes(table: ReportTable) -> tuple[str | None, str | None]:
-    have = [k for k in ("gamma", "alpha") if any(k in r.axes for r in table.rows)]
-    if len(have) == 2:
-        return "gamma", "alpha"
+def heatmap_axes(table: ReportTable) -> tuple[str | None, str | None]:
+    """γ × α when that tells the runs apart, else the first pair of swept columns that does
+    (e.g. loss × π for the prior-init sweep), else γ × α or the first two columns anyway."""
     cols = table.columns
+    pairs = [("gamma", "alpha")] + [(a, b) for i, a in enumerate(cols) for b in cols[i + 1:]]
+    for y_key, x_key in pairs:
+        if y_key in cols and x_key in cols:
+            cells = [(_cell(r, y_key), _cell(r, x_key)) for r in table.rows]
+            if len(set(cells)) == len(cells):
+                return y_key, x_key
+    if all(any(k in r.axes for r in table.rows) for k in ("gamma", "alpha")):
+        return "gamma", "alpha"
     if len(cols) >= 2:
         return cols[0], cols[1]
     return (cols[0], None) if cols else (None, None)
@@ -339,14 +347,15 @@ def _cell(row: TableRow, key: str | None) -> str:
 def plot_heatmap(table: ReportTable, path: Path) -> None:
     """``heatmap.png``: AP of finished runs over γ (rows) × α (columns).
 
-    When the sweep fixes γ or α the two first swept axes are used instead. Cells of failed or
+    When γ × α does not tell the runs apart, another pair of swept axes is used (see
+    :func:`heatmap_axes`). Cells of failed or
     unfinished runs read as such; cells no run covered stay blank. Where several runs share a
     cell, the best AP is shown.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    y_key, x_key = _heatmap_axes(table)
+    y_key, x_key = heatmap_axes(table)
     ys = sorted({_cell(r, y_key) for r in table.rows})
     xs = sorted({_cell(r, x_key) for r in table.rows})
     raw = {_cell(r, k): r.axes.get(k) for r in table.rows for k in (y_key, x_key)}

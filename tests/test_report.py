@@ -10,7 +10,14 @@ import pytest
 import yaml
 
 from retina.paper import TABLE1, paper_rows
-from retina.report import build_table, format_markdown, main, match_paper_row, write_report
+from retina.report import (
+    build_table,
+    format_markdown,
+    heatmap_axes,
+    main,
+    match_paper_row,
+    write_report,
+)
 from retina.report_runs import Run, collect_runs, expected_jobs, run_axes
 
 EXPERIMENT = "table1b_gamma_alpha"
@@ -106,6 +113,7 @@ def test_collect_runs_keeps_failed_and_missing_jobs(multirun: Path):
 def test_table_layout_bold_and_paper_column(multirun: Path):
     table = build_table(collect_runs(multirun))
     assert table.block == "b" and table.columns == ["gamma", "alpha"]
+    assert heatmap_axes(table) == ("gamma", "alpha")
     assert [sorted(r.bold) for r in table.rows][2] == ["AP", "AP75"]
     assert table.rows[3].bold == {"AP50"}
     assert table.rows[2].paper.ap == 34.0 and table.rows[4].paper.ap == 32.2
@@ -149,3 +157,15 @@ def test_run_axes_keep_null_and_group_choices():
     assert run_axes(run) == {"loss": "ce", "prior_prob": None, "seed": 2}
     run.config = {"model": {"aspect_ratios": [1.0], "prior_prob": 0.01}}
     assert run_axes(run)["num_ratios"] == 1 and run_axes(run)["prior_prob"] == 0.01
+
+
+def test_heatmap_axes_fall_back_to_a_pair_that_tells_runs_apart():
+    runs = [Run(name=str(i), status="done", metrics={"AP": float(i)}, choices={"loss": loss},
+                config={"loss": {"gamma": g, "alpha": a}, "model": {"prior_prob": p}})
+            for i, (loss, g, a, p) in enumerate([("alpha_ce", 0.0, 0.75, 0.01),
+                                                  ("alpha_ce", 0.0, 0.75, None),
+                                                  ("focal", 2.0, 0.25, 0.01),
+                                                  ("focal", 2.0, 0.25, None)])]
+    table = build_table(runs)
+    assert table.columns == ["loss", "gamma", "alpha", "prior_prob"]
+    assert heatmap_axes(table) == ("loss", "prior_prob")
