@@ -298,3 +298,17 @@ def test_build_model_from_checkpoint_refuses(config, match):
     state = {"model": {}, "cat_ids": [1], "class_names": ["a"], "config": config}
     with pytest.raises(CheckpointError, match=match):
         ckpt.build_model_from_checkpoint(state, "x.pt")
+
+
+def test_load_detects_flipped_bit_in_weights(tmp_path):
+    import zipfile
+
+    path = save_checkpoint({"model": {"w": torch.randn(10_000)}}, tmp_path, 1)
+    with zipfile.ZipFile(path) as archive:
+        info = max(archive.infolist(), key=lambda i: i.file_size)
+    offset = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data = bytearray(path.read_bytes())
+    data[offset + info.file_size // 2] ^= 0x40
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="file is corrupt .Bad CRC-32"):
+        load_checkpoint(path)
