@@ -186,6 +186,7 @@ class Trainer:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 stepped = math.isfinite(grad_norm)
+        lr = float(self.optimizer.param_groups[0]["lr"])  # the LR of this step
         self.scheduler.step()
 
         values = self._global_losses(loss_dict)
@@ -198,7 +199,7 @@ class Trainer:
         self.last = {
             **values,
             "loss": sum(values.values()),
-            "lr": float(self.optimizer.param_groups[0]["lr"]),
+            "lr": lr,
             "num_pos": global_num_pos,
             "grad_norm": grad_norm,
             "img_per_s": len(images) * self.dist.world_size / elapsed,
