@@ -65,6 +65,7 @@ CASES: dict[str, tuple[Callable[[Path], str], str]] = {
         _edit_json(lambda d: d.pop("annotations")),
         "missing top-level key 'annotations'",
     ),
+    "images_not_a_list": (_edit_json(lambda d: d.update(images=None)), "'images' must be a list"),
     "image_missing_key": (
         _edit_json(lambda d: d["images"][0].pop("file_name")),
         "missing key(s) file_name",
