@@ -129,6 +129,7 @@ class WarmupLRSchedule(LRScheduler):
 
     Call ``step()`` once after every optimizer step; ``last_epoch`` counts iterations. The
     state dict holds only plain numbers and lists, so it loads with ``weights_only=True``.
+    ``LambdaLR`` would do the same but cannot save its function.
     """
 
     def __init__(
@@ -163,6 +164,11 @@ class WarmupLRSchedule(LRScheduler):
             "warmup_factor": self.warmup_factor,
             "min_factor": self.min_factor,
         }
+
+    def state_dict(self) -> dict:
+        """Progress only (iteration, base LRs): the schedule's shape comes from the config,
+        so a resumed run with a longer ``max_iter`` or other steps follows the new one."""
+        return {k: v for k, v in super().state_dict().items() if k not in self._kwargs()}
 
     def get_lr(self) -> list[float]:
         factor = lr_factor(self.last_epoch, **self._kwargs())

@@ -47,9 +47,9 @@ def test_cosine_schedule_and_scheduler_state():
     torch.save(sched.state_dict(), buffer)
     buffer.seek(0)
     state = torch.load(buffer, weights_only=True)
-    fresh = WarmupLRSchedule(torch.optim.SGD([param], lr=0.02), max_iter=10, name="cosine")
-    fresh.load_state_dict(state)
-    assert fresh.last_epoch == 10 and fresh.warmup_iters == 2
+    longer = WarmupLRSchedule(torch.optim.SGD([param], lr=0.02), max_iter=20, name="cosine")
+    longer.load_state_dict(state)  # progress from the checkpoint, shape from the config
+    assert longer.last_epoch == 10 and longer.max_iter == 20 and longer.warmup_iters == 0
 
 
 def test_no_decay_on_norms_and_biases():
