@@ -288,8 +288,9 @@ def render_markdown(res: dict) -> str:
         lines.append(f"| {name} | {growth} | {w['seconds']:.1f} |")
     lines += ["", "| training pipeline on shapes 320x320 (one process) | images/s |",
               "|---|---|"]
-    for name, ips in res["throughput"].items():
-        lines.append(f"| {name} | {ips:.0f} |")
+    order = ["decode only", "resize+flip", "resize+flip+photometric", "+scale jitter+crop"]
+    for name in sorted(res["throughput"], key=lambda k: order.index(k) if k in order else 99):
+        lines.append(f"| {name} | {res['throughput'][name]:.0f} |")
     return "\n".join(lines) + "\n"
 
 
