@@ -1,0 +1,113 @@
+"""Untrusted checkpoint files: they load with ``weights_only=True``, so a pickle carrying
+code is refused with a clear message and its payload never runs, through the library,
+``retina-eval`` and ``train.resume``; a crafted config cannot point ``_target_`` outside the
+``retina`` package."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from relhelp import CliServer, train_args
+
+from retina.engine.checkpoint import (
+    CheckpointError,
+    build_model_from_checkpoint,
+    load_checkpoint,
+)
+
+
+class Payload:
+    """Unpickling this runs a shell command (what a malicious checkpoint would do)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _malicious(tmp_path: Path, kind: str) -> tuple[Path, Path]:
+    """A checkpoint-looking file with a code payload; returns (file, marker)."""
+    marker = tmp_path / f"pwned_{kind}"
+    state = {"model": {"w": torch.zeros(2)}, "iteration": 9, "evil": Payload(marker)}
+    path = tmp_path / f"{kind}.pt"
+    if kind == "torch_save":
+        torch.save(state, path)
+    elif kind == "plain_pickle":
+        path.write_bytes(pickle.dumps(state, protocol=2))
+    else:  # the payload is the whole file
+        torch.save(Payload(marker), path)
+    return path, marker
+
+
+def test_the_payload_is_real(tmp_path: Path) -> None:
+    """Control: unpickled without weights_only, the file does run its command."""
+    path, marker = _malicious(tmp_path, "torch_save")
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("kind", ["torch_save", "plain_pickle", "bare_payload"])
+def test_load_checkpoint_refuses_code(kind: str, tmp_path: Path) -> None:
+    path, marker = _malicious(tmp_path, kind)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert str(path) in message and "weights_only" in message and "\n" not in message
+    assert not marker.exists(), "the payload ran"
+
+
+def test_eval_refuses_code(cli: CliServer, tmp_path: Path) -> None:
+    path, marker = _malicious(tmp_path, "torch_save")
+    run_dir = tmp_path / "eval"
+    result = cli.run(
+        "retina-eval", [f"checkpoint={path}", f"hydra.run.dir={run_dir}"], cwd=tmp_path
+    )
+    result.assert_clean_error(str(path), "weights_only")
+    assert not marker.exists(), "the payload ran"
+    assert not (run_dir / "metrics.json").exists()
+
+
+def test_resume_skips_a_planted_checkpoint(
+    cli: CliServer, reference_run: dict, tiny_shapes: Path, tmp_path: Path
+) -> None:
+    """A malicious file under the newest checkpoint name is skipped (and named), the run
+    resumes from the newest genuine checkpoint."""
+    run_dir = Path(shutil.copytree(reference_run["dir"], tmp_path / "run"))
+    planted, marker = _malicious(tmp_path, "torch_save")
+    target = run_dir / "checkpoints" / "model_0000009.pt"
+    shutil.copyfile(planted, target)
+    args = train_args(tiny_shapes, run_dir, **{"train.resume": "true", "train.max_iter": 5})
+    result = cli.run("retina-train", args, cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.rc == 0, output[-3000:]
+    assert f"skipping unusable checkpoint {target}" in output, output[-3000:]
+    assert "(iteration 4)" in output
+    assert not marker.exists(), "the payload ran"
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "os.system",
+        "builtins.exec",
+        "retina.engine.checkpoint.os.system",  # a non-retina object reached through retina
+        "retina.engine.build.shutil.rmtree",
+    ],
+)
+def test_crafted_config_target_is_refused(target: str, reference_run: dict, tmp_path: Path) -> None:
+    """A tensor-only checkpoint whose ``config.model._target_`` names code outside the
+    retina package is refused before anything is called."""
+    path = reference_run["dir"] / "checkpoints" / "last.pt"
+    state = load_checkpoint(path)
+    marker = tmp_path / "pwned_config"
+    state["config"]["model"] = {"_target_": target, "_args_": [f"touch {marker}"]}
+    with pytest.raises(CheckpointError, match="refusing _target_") as info:
+        build_model_from_checkpoint(state, path)
+    assert "\n" not in str(info.value)
+    assert not marker.exists()
