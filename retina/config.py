@@ -35,7 +35,7 @@ OPTIM_KEYS = frozenset(
 DATA_KEYS = frozenset(
     {
         "name", "root", "train_ann", "train_images", "val_ann", "val_images", "generator",
-        "train_transforms", "val_transforms", "group_by_aspect_ratio", "max_broken_fraction",
+        "train_transforms", "val_transforms", "max_broken_fraction",
     }
 )  # fmt: skip
 AMP_CHOICES = (None, "bf16", "fp16")
@@ -291,6 +291,10 @@ def _check_data(cfg: DictConfig) -> None:
         for key in ("train", "val", "size", "num_classes"):
             if key in generator:
                 _int(cfg, f"data.generator.{key}")
+    if _has(cfg, "data.max_broken_fraction"):
+        _number(cfg, "data.max_broken_fraction", 0.0, 1.0)
+    for node in ("data.train_transforms", "data.val_transforms"):
+        check_target_keys(cfg, node)
     if Path(root).is_dir():
         return
     default = default_generated_root(cfg) if generator is not None else None

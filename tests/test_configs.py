@@ -142,6 +142,8 @@ def test_other_groups_compose(tmp_path, overrides):
         ("+train.epochs=3", "train.epochs"),
         ("+loss.beta=1", "loss.beta"),
         ("+model.dropout=0.1", "model.dropout"),
+        ("+data.train_transforms.blur=3", "data.train_transforms.blur"),
+        ("data.max_broken_fraction=2", "data.max_broken_fraction"),
         ("data=coco", "data.root"),
         ("data.root=/does/not/exist", "data.root"),
     ],
