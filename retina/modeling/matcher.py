@@ -68,9 +68,10 @@ class Matcher:
             torch.where(best_iou < self.bg_iou_thresh, BACKGROUND, IGNORE),
         )
         if self.allow_low_quality_matches:
-            best_per_gt = iou_normal.max(dim=2, keepdim=True).values  # (B, M, 1)
-            claims = (iou_normal == best_per_gt) & (best_per_gt > 0)
-            matches = torch.where(claims.any(dim=1), best, matches)
+            best_per_gt = iou_normal.amax(dim=2, keepdim=True)  # (B, M, 1)
+            best_per_gt.masked_fill_(best_per_gt <= 0, float("inf"))  # claims nothing
+            claimed = (iou_normal == best_per_gt).any(dim=1)  # (B, A)
+            matches = torch.where(claimed, best, matches)
         if crowd is not None:
             crowd_iou = iou.masked_fill(~(crowd & valid)[:, :, None], -1.0).max(dim=1).values
             ignore = (crowd_iou >= self.bg_iou_thresh) & (crowd_iou > best_iou)

@@ -89,15 +89,31 @@ def clip_boxes(boxes: Tensor, sizes: Tensor) -> Tensor:
     return torch.stack((x1, y1, x2, y2), dim=-1)
 
 
+def _offset_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float) -> Tensor:
+    """One ``nms`` call with every group shifted to its own region of the plane (float64)."""
+    boxes64 = boxes.to(torch.float64)
+    span = boxes64.max() - boxes64.min() + 1
+    shifted = boxes64 + (groups.to(torch.float64) * span)[:, None]
+    return nms(shifted, scores.to(torch.float64), iou_threshold)
+
+
 def offset_batched_nms(
-    boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float
+    boxes: Tensor,
+    scores: Tensor,
+    groups: Tensor,
+    iou_threshold: float,
+    max_chunk: int | None = None,
 ) -> Tensor:
-    """NMS where boxes of different ``groups`` never suppress each other, in one ``nms`` call.
+    """NMS where boxes of different ``groups`` never suppress each other.
 
     Each group is shifted to its own region of the plane (the coordinate-offset trick of
-    ``torchvision.ops.batched_nms``). Unlike torchvision, the shift is done in float64, so the
-    IoUs are not perturbed by float32 rounding at large offsets (many images x classes), and
-    there is no per-group Python loop at any size.
+    ``torchvision.ops.batched_nms``), in float64 so that large offsets (many images x
+    classes) do not perturb the IoUs by float32 rounding. ``nms`` compares every kept box
+    with every later box, overlapping or not, so one call over ``n`` boxes costs ``O(n^2)``
+    (and on CUDA an ``n x n/64`` mask): above ``max_chunk`` boxes (default 512 on CPU, 4096
+    on CUDA) the boxes are sorted by group and whole groups are packed into chunks of at
+    most ``max_chunk`` boxes (a larger group forms its own chunk), one offset ``nms`` call per
+    chunk. No Python loop over groups' boxes; the loop is over a few chunks.
 
     Args:
         boxes: ``(N, 4)``; scores: ``(N,)``; groups: ``(N,)`` int64 (e.g. ``image * K + label``).
@@ -105,9 +121,27 @@ def offset_batched_nms(
     Returns:
         int64 indices of kept boxes, by decreasing score.
     """
-    if boxes.numel() == 0:
+    n = boxes.shape[0]
+    if n == 0:
         return torch.empty((0,), dtype=torch.int64, device=boxes.device)
-    boxes64 = boxes.to(torch.float64)
-    span = boxes64.max() - boxes64.min() + 1
-    shifted = boxes64 + (groups.to(torch.float64) * span)[:, None]
-    return nms(shifted, scores.to(torch.float64), iou_threshold)
+    if max_chunk is None:
+        max_chunk = 4096 if boxes.is_cuda else 512
+    if n <= max_chunk:
+        return _offset_nms(boxes, scores, groups, iou_threshold)
+    order = torch.argsort(groups, stable=True)
+    counts = torch.unique_consecutive(groups[order], return_counts=True)[1].tolist()
+    bounds, start, size = [], 0, 0
+    for c in counts:
+        if size and size + c > max_chunk:
+            bounds.append((start, start + size))
+            start, size = start + size, 0
+        size += c
+    bounds.append((start, start + size))
+    keep = torch.cat(
+        [
+            order[s + _offset_nms(boxes[order[s:e]], scores[order[s:e]], groups[order[s:e]],
+                                  iou_threshold)]
+            for s, e in bounds
+        ]
+    )  # fmt: skip
+    return keep[torch.argsort(scores[keep], descending=True, stable=True)]

@@ -140,3 +140,14 @@ def test_training_on_one_batch_drives_loss_down(cls_loss):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_level_topk_equals_topk_over_all_pairs():
+    model = tiny(topk_candidates=100)
+    logits = torch.randn(2, 5000, 7, generator=torch.Generator().manual_seed(0))
+    top, anchor, label = model._level_topk(logits)
+    ref_top, ref_flat = logits.flatten(1).topk(100, dim=1)
+    torch.testing.assert_close(top, ref_top, rtol=0, atol=0)
+    assert torch.equal(anchor * 7 + label, ref_flat)
+    small = tiny(topk_candidates=1000)._level_topk(logits[:, :50])  # fewer pairs than k
+    assert small[0].shape == (2, 350)
