@@ -1,7 +1,8 @@
-"""Build the training run's parts from a composed config: data, model, optimizer, schedule.
+"""Build the training run's parts from a composed config: data, model, optimizer, schedule,
+and the :class:`~retina.engine.trainer.Trainer` with its hooks.
 
-Each function takes the config nodes it needs (never the whole config into a module) and
-returns plain objects that :class:`~retina.engine.trainer.Trainer` receives.
+Each builder takes the config nodes it needs (never the whole config into a module) and
+returns plain objects; :func:`build_training_run` wires them together.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +20,22 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from retina.config import ConfigError, one_line
+from retina.engine import checkpoint as ckpt
 from retina.engine.distributed import DistInfo, barrier
+from retina.engine.hooks import CheckpointHook, EvalHook, LogHook
+from retina.engine.loader import ResumableLoader
+from retina.engine.logging import RunLogger
 from retina.engine.optim import WarmupLRSchedule, build_optimizer, scaled_lr
+from retina.engine.trainer import Trainer
 
 log = logging.getLogger("retina.train")
+
+
+def device_type(name: str) -> str:
+    """``"cuda"`` or ``"cpu"`` for ``train.device`` (``auto`` picks CUDA when available)."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
 
 
 def select_device(name: str, local_rank: int = 0) -> torch.device:
@@ -186,3 +200,114 @@ def build_optimization(
         min_factor=schedule.min_factor,
     )
     return optimizer, scheduler
+
+
+@dataclass
+class TrainingRun:
+    """Everything :func:`retina.train.train` needs to run and report."""
+
+    trainer: Trainer
+    logger: RunLogger
+    eval_hook: EvalHook
+    start_iter: int
+    max_iter: int
+    config: dict[str, Any]
+
+
+def load_resume_state(model: nn.Module, directory: Path) -> dict[str, Any] | None:
+    """Load the newest valid checkpoint of ``directory`` into ``model`` and return it (the
+    optimizer, schedule, RNG and data position go to the trainer); None when there is none."""
+    found = ckpt.find_resume_checkpoint(directory)
+    if found is None:
+        log.warning("train.resume=true but %s holds no checkpoint: starting fresh", directory)
+        return None
+    path, state = found
+    ckpt.load_model_state(model, state["model"], path)
+    log.info("resuming from %s (iteration %d)", path, state["iteration"])
+    return state
+
+
+def wrap_model(model: nn.Module, device: torch.device, dist: DistInfo, compile: bool) -> nn.Module:
+    """DistributedDataParallel under ``torchrun``, then ``torch.compile`` if asked."""
+    net = model
+    if dist.is_distributed:
+        ids = [device.index] if device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return torch.compile(net) if compile else net
+
+
+def build_training_run(cfg: DictConfig, run_dir: Path, dist: DistInfo) -> TrainingRun:
+    """Data, model, optimizer, loaders, hooks and trainer for a validated config; restores
+    the newest checkpoint of ``run_dir/checkpoints`` when ``train.resume`` is set."""
+    from retina.data import collate_detection
+
+    t = cfg.train
+    device = select_device(t.device, dist.local_rank)
+    set_determinism(int(t.seed), bool(t.deterministic))
+    train_set, val_set = build_datasets(cfg.data, prepare_data_root(cfg.data, dist))
+    model = build_model(cfg.model, cfg.loss, train_set.num_classes).to(device)
+    if t.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer, scheduler = build_optimization(
+        model, cfg.optim, cfg.schedule, batch_size=int(t.batch_size), max_iter=int(t.max_iter)
+    )
+    loader = ResumableLoader(
+        train_set,
+        batch_size=int(t.batch_size),
+        seed=int(t.seed),
+        collate_fn=collate_detection,
+        rank=dist.rank,
+        world_size=dist.world_size,
+        num_workers=int(t.num_workers),
+        group_ids=aspect_groups(train_set),
+        pin_memory=device.type == "cuda",
+    )
+    ckpt_dir = run_dir / "checkpoints"
+    state = load_resume_state(model, ckpt_dir) if t.resume else None
+    start_iter = int(state["iteration"]) if state else 0
+
+    logger = RunLogger(
+        run_dir, max_iter=int(t.max_iter), start_iter=start_iter, enabled=dist.is_main
+    )
+    config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    val_loader = build_val_loader(
+        val_set, batch_size=int(t.eval_batch_size), num_workers=int(t.num_workers), dist=dist
+    )
+    eval_hook = EvalHook(
+        period=int(t.eval_period),
+        val_loader=val_loader,
+        val_set=val_set,
+        logger=logger,
+        run_dir=run_dir,
+        vis_images=int(t.vis_images),
+        vis_score_thresh=float(t.vis_score_thresh),
+    )
+    labels = {
+        "cat_ids": [int(c) for c in train_set.cat_ids],
+        "class_names": list(train_set.class_names),
+    }
+    checkpoint_hook = CheckpointHook(
+        period=int(t.checkpoint_period),
+        directory=ckpt_dir,
+        keep=int(t.keep_checkpoints),
+        extra={**labels, "config": config},
+        logger=logger,
+        enabled=dist.is_main,
+    )
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp) if t.amp else None
+    trainer = Trainer(
+        model=wrap_model(model, device, dist, bool(t.compile)),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        data=loader,
+        device=device,
+        amp_dtype=amp,
+        clip_grad_norm=t.clip_grad_norm,
+        max_nonfinite=int(t.max_nonfinite),
+        # exact multi-process gradients for a loss divided by the batch's foreground count
+        sync_num_pos=getattr(model, "loss_normalizer", None) == "batch",
+        hooks=[LogHook(logger, period=int(t.log_period)), eval_hook, checkpoint_hook],
+    )
+    if state is not None:
+        trainer.load_state_dict(state)
+    return TrainingRun(trainer, logger, eval_hook, start_iter, int(t.max_iter), config)
