@@ -18,7 +18,7 @@ from retina.engine.checkpoint import _TMP_PREFIX, LAST_NAME, list_checkpoints
 
 # Examples per hypothesis test: modest by default; e.g. RELIABILITY_FUZZ_EXAMPLES=5000 for a
 # long fuzzing session.
-FUZZ_EXAMPLES = int(os.environ.get("RELIABILITY_FUZZ_EXAMPLES", "60"))
+FUZZ_EXAMPLES = int(os.environ.get("RELIABILITY_FUZZ_EXAMPLES", "40"))
 
 SERVER = Path(__file__).with_name("cli_server.py")
 IMAGE_SIZE = 64

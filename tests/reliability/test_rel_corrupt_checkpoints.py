@@ -43,7 +43,13 @@ CORRUPTIONS: dict[str, Callable[[bytes, Path], bytes]] = {
     "text_file": lambda d, p: b"model: not really a checkpoint\n" * 10,
     "flipped_byte_in_weights": _flip_byte,  # the zip's CRC32 no longer matches
 }
-EVAL_CASES = ("truncated_half", "zeroed", "random_bytes", "flipped_byte_in_weights")
+SLOW = pytest.mark.slow
+EVAL_CASES = [
+    pytest.param("truncated_half", marks=SLOW),
+    "zeroed",
+    pytest.param("random_bytes", marks=SLOW),
+    "flipped_byte_in_weights",
+]
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +145,7 @@ def test_eval_of_the_valid_checkpoint_works(
     ("newest", "older", "expected"),
     [
         ("truncated_half", None, 3),
-        ("zeroed", "random_bytes", 2),
+        pytest.param("zeroed", "random_bytes", 2, marks=SLOW),
         ("flipped_byte_in_weights", None, 3),
     ],
 )

@@ -119,8 +119,8 @@ def test_train_stops_cleanly_when_the_disk_fills_and_resumes_after(
     ("prog", "name"),
     [
         ("retina-train", "coco_results.json"),
-        ("retina-train", "metrics.json.tmp"),
-        ("retina-eval", "coco_results.json"),
+        pytest.param("retina-train", "metrics.json.tmp", marks=pytest.mark.slow),
+        pytest.param("retina-eval", "coco_results.json", marks=pytest.mark.slow),
         ("retina-eval", "metrics.json.tmp"),
     ],
 )
