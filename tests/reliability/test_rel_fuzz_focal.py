@@ -96,3 +96,16 @@ def test_focal_loss_star_finite(dtype, case, gamma, beta, reduction) -> None:
     logits = _leaf(values, dtype)
     loss = focal_loss_star(logits, targets.to(dtype), gamma, beta, reduction)
     _check(loss, logits, f"focal_loss_star {dtype}")
+
+
+@pytest.mark.parametrize(("gamma", "alpha"), [(0.0, None), (0.0, 0.75), (0.5, 0.5)])
+def test_from_labels_matches_the_elementwise_loss_for_confident_positives(gamma, alpha) -> None:
+    """Found by the fuzzing above: confident positives (logit 25-30) next to a tiny
+    background loss. The loss must stay the elementwise one (computed here in float64),
+    not the difference of two large sums."""
+    logits = torch.tensor([[30.0], [25.0], [-12.0]])
+    labels = torch.tensor([0, 0, -1])
+    targets = torch.tensor([[1.0], [1.0], [0.0]], dtype=torch.float64)
+    expected = sigmoid_focal_loss(logits.double(), targets, alpha, gamma, "sum")
+    got = sigmoid_focal_loss_from_labels(logits, labels, alpha, gamma, "sum")
+    assert torch.isclose(got.double(), expected, rtol=1e-3, atol=0), (float(got), float(expected))
