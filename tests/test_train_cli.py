@@ -83,6 +83,19 @@ def test_few_iterations_through_the_cli(shapes_root, tmp_path):
     assert [e.step for e in events.Scalars("train/loss_cls")] == [1, 2, 3]
     assert any(tag.startswith("val/detections") for tag in events.Tags()["images"])
 
+    # retina-eval on the checkpoint scores the same model on the same val split identically
+    eval_dir = tmp_path / "eval"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "retina.eval", f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}",
+         f"hydra.run.dir={eval_dir}", "eval.num_workers=0"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    again = json.loads((eval_dir / "metrics.json").read_text())
+    for key in ("AP", "AP50", "AR100"):
+        assert again[key] == pytest.approx(metrics[key], abs=1e-6), key
+
 
 @pytest.mark.parametrize(
     ("override", "expected"),
