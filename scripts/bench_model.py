@@ -26,6 +26,7 @@ nothing to do).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import math
 import os
@@ -76,12 +77,36 @@ def make_batch(batch: int, height: int, width: int, num_classes: int, device: to
     return images, targets
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]  # fmt: skip
+
+
+def _heap_in_use() -> Callable[[], int] | None:
+    """glibc's bytes in use (all arenas + mmapped chunks): what tensors hold on CPU."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+    except (OSError, AttributeError):
+        return None
+
+    def in_use() -> int:
+        info = libc.mallinfo2()
+        return int(info.uordblks + info.hblkhd)
+
+    return in_use
+
+
 class PeakMemory:
-    """Peak memory growth during a block: CUDA allocator peak, or sampled RSS on CPU."""
+    """Peak memory growth during a block: the CUDA allocator's peak, or on CPU the peak of
+    glibc's in-use heap bytes sampled every millisecond (RSS when mallinfo2 is missing;
+    RSS under-reports because freed pages are reused)."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.peak = 0
+        self._probe = _heap_in_use() or self._rss
 
     @staticmethod
     def _rss() -> int:
@@ -94,7 +119,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self.base = torch.cuda.memory_allocated()
         else:
-            self.base = self._rss()
+            self.base = self._probe()
             self._max = self.base
             self._stop = threading.Event()
             self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -103,8 +128,8 @@ class PeakMemory:
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            self._max = max(self._max, self._rss())
-            time.sleep(0.002)
+            self._max = max(self._max, self._probe())
+            time.sleep(0.001)
 
     def __exit__(self, *exc) -> None:
         if self.device.type == "cuda":
@@ -113,7 +138,7 @@ class PeakMemory:
         else:
             self._stop.set()
             self._thread.join()
-            self.peak = max(self._max, self._rss()) - self.base
+            self.peak = max(self._max, self._probe()) - self.base
 
 
 def timed(fn: Callable[[], object], device: torch.device) -> float:
@@ -151,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size-divisibility", type=int, default=None,
                    help="our padding multiple (default: 128 on CPU, 32 on CUDA = torchvision's,"
                         " so both see the same number of pixels)")  # fmt: skip
+    p.add_argument("--normalizer", default="image", choices=["image", "batch", "ema"],
+                   help="our loss normaliser (image = torchvision's, the same loss values)")
     p.add_argument("--only", nargs="+", default=None,
                    choices=["loss_assign", "postprocess", "inference", "train_step", "memory"],
                    help="run only these measurements")
@@ -171,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cudnn.benchmark = True
 
     tv, ours = build_pair(args.num_classes, height, width, device, div)
+    ours.loss_normalizer = args.normalizer
     if args.channels_last:
         tv.to(memory_format=torch.channels_last)
         ours.to(memory_format=torch.channels_last)
@@ -283,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch": batch, "height": height, "width": width, "amp": amp,
         "num_classes": args.num_classes, "channels_last": args.channels_last,
         "size_divisibility": div, "threads": torch.get_num_threads(),
+        "loss_normalizer": args.normalizer,
         "seconds": results, "peak_memory_mib": memory,
         "speedup": {k: v["tv"] / v["ours"] for k, v in results.items()},
         "images_per_second": {k: batch / v for k, v in results.get("train_step", {}).items()},

@@ -63,10 +63,16 @@ class FocalLoss:
             return sigmoid_focal_loss_from_labels(
                 logits, labels, alpha=self.alpha, gamma=self.gamma, reduction="sum"
             )
-        loss = sigmoid_focal_loss_from_labels(
-            logits, labels, alpha=self.alpha, gamma=self.gamma, reduction="none"
+        # One fused "sum" per image (views, no copies): materialising the (N, K) "none"
+        # loss and its gradient costs more than the extra kernel calls.
+        return torch.stack(
+            [
+                sigmoid_focal_loss_from_labels(x, y, alpha=self.alpha, gamma=self.gamma)
+                for x, y in zip(
+                    logits.chunk(num_images), labels.chunk(num_images), strict=True
+                )
+            ]
         )
-        return _sum(loss, num_images, True)
 
     def __repr__(self) -> str:
         return f"FocalLoss(gamma={self.gamma}, alpha={self.alpha})"
