@@ -152,51 +152,25 @@ class _SigmoidFocalFromLabels(torch.autograd.Function):
     def forward(ctx, logits, labels, alpha, gamma, reduction):  # type: ignore[override]
         ctx.save_for_backward(logits, labels)
         ctx.params = (alpha, gamma, reduction)
-        valid, rows, cols, scale = _label_layout(logits, labels, reduction)
-        neg_w, pos_w = _class_weights(alpha)
-        x_pos = logits[rows, cols]
-        if reduction == "none":
-            loss = kernel(fk.negative_focal_rows)(logits, valid, neg_w, gamma, False)
-            l_pos, _ = fk.negative_focal_terms(-x_pos, pos_w, gamma, True, False)
-            loss[rows, cols] = l_pos
-            return loss.to(logits.dtype)
-        total = kernel(fk.negative_focal_rows)(logits, valid, neg_w, gamma, True)
-        l_pos, _ = fk.negative_focal_terms(-x_pos, pos_w, gamma, True, False)
-        l_neg, _ = fk.negative_focal_terms(x_pos, neg_w, gamma, True, False)
-        total = total + (l_pos - l_neg).sum()
-        return (total * scale).to(logits.dtype)
+        fwd = kernel(fk.from_labels_forward)
+        loss = fwd(logits, labels[:, None], alpha, gamma, reduction != "none")
+        return (loss * _mean_scale(logits, labels, reduction)).to(logits.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
         logits, labels = ctx.saved_tensors
         alpha, gamma, reduction = ctx.params
-        valid, rows, cols, scale = _label_layout(logits, labels, reduction)
-        neg_w, pos_w = _class_weights(alpha)
-        if reduction != "none":
-            grad_out = grad_out * scale
-        grad = kernel(fk.negative_focal_rows_grad)(logits, valid, neg_w, gamma, grad_out)
-        _, g_pos = fk.negative_focal_terms(-logits[rows, cols], pos_w, gamma, False, True)
-        g_here = grad_out[rows, cols] if reduction == "none" else grad_out
-        grad[rows, cols] = -g_pos * g_here.to(g_pos.dtype)
+        grad_out = grad_out * _mean_scale(logits, labels, reduction)
+        bwd = kernel(fk.from_labels_backward)
+        grad = bwd(logits, labels[:, None], alpha, gamma, grad_out)
         return grad.to(logits.dtype), None, None, None, None
 
 
-def _label_layout(
-    logits: Tensor, labels: Tensor, reduction: str
-) -> tuple[Tensor, Tensor, Tensor, float]:
-    """(valid-row mask (N, 1) as 0/1 floats, positive rows, their classes, the 'mean'
-    normaliser 1 / (num_valid_rows * K) or 1). The mask is always passed, even when nothing
-    is ignored, so that a compiled kernel sees one signature."""
-    keep = labels >= -1
-    num_valid = int(keep.sum().item())
-    valid = keep[:, None].to(fk.compute_dtype(logits.dtype))
-    rows = torch.nonzero(labels >= 0).squeeze(1)
-    scale = 1.0 / max(num_valid * logits.shape[1], 1) if reduction == "mean" else 1.0
-    return valid, rows, labels[rows], scale
-
-
-def _class_weights(alpha: float | None) -> tuple[float, float]:
-    return (1.0, 1.0) if alpha is None else (1.0 - alpha, alpha)
+def _mean_scale(logits: Tensor, labels: Tensor, reduction: str) -> float:
+    """1 / (num_non_ignored_rows * K) for "mean", else 1."""
+    if reduction != "mean":
+        return 1.0
+    return 1.0 / max(int((labels >= -1).sum().item()) * logits.shape[1], 1)
 
 
 def sigmoid_focal_loss_from_labels(
@@ -208,9 +182,12 @@ def sigmoid_focal_loss_from_labels(
 ) -> Tensor:
     """Sigmoid focal loss against integer labels, without materialising a one-hot target.
 
-    The loss is the all-negative focal loss over every (non-ignored) entry plus, at each
-    positive anchor's label column, the positive term minus the negative one (gathered
-    (N_pos,) logits).
+    One fused kernel forms the target as the broadcast comparison ``labels[:, None] ==
+    arange(K)`` and sums the elementwise loss of every non-ignored entry (no difference of
+    large sums, so confident positives cannot cancel a small background loss). Compiled,
+    the comparison is fused into the loop and nothing of size (N, K) besides the output
+    gradient is materialised; eagerly it exists per row chunk only (bounded by
+    ``focal_backend.EAGER_CHUNK_NUMEL``).
 
     Args:
         logits: (N, K) float logits.

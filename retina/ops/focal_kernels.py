@@ -1,25 +1,37 @@
 """Elementwise math of the fused focal-loss kernels (forward values and analytic gradients).
 
 Pure tensor functions with no autograd: :mod:`retina.ops.focal` calls them from its
-``torch.autograd.Function`` s, either eagerly or through ``torch.compile``, which fuses
-each one into a single pass over memory. All math runs in ``float32`` (``float64`` for
-``float64`` inputs); the casts are inside the kernels so that a compiled kernel reads
-half-precision inputs directly.
+``torch.autograd.Function`` s, either eagerly (on bounded row chunks, see
+:mod:`retina.ops.focal_backend`) or through ``torch.compile``, which fuses each one into a
+single pass over memory. All math runs in ``float32`` (``float64`` for ``float64``
+inputs); the casts are inside the kernels so that a compiled kernel reads half-precision
+inputs directly.
 
-Notation (paper, Appendix B): p = sigmoid(x), q = 1 - p = sigmoid(-x), computed from
-e = exp(-|x|) without cancellation; softplus(-|x|) = log1p(e). For a target t in [0, 1]
-m = 1 - p_t = p (1 - t) + q t and p - t = p (1 - t) - q t, both cancellation-free for
-hard targets. Derivatives:
+The kernels are written for the eager path: few fused ATen ops (``sigmoid``,
+``softplus``, ``lerp``) and in-place updates of the few buffers they allocate, so each
+eager call makes a small number of passes over its chunk.
+
+Notation (paper, Appendix B): p = sigmoid(x), q = sigmoid(-x), both computed directly
+(never as 1 - p). For a target t in [0, 1]
+
+    m = 1 - p_t = lerp(p, q, t),  ce = lerp(softplus(x), softplus(-x), t),
+    p - t = lerp(p, -q, t),
+
+which ``lerp`` returns exactly at t = 0 and t = 1 (no cancellation for hard targets).
+Derivatives:
 
     FL = a_t m^g ce,    dFL/dx = a_t m^g ((p - t) + g (p q / m) (1 - 2 t) ce),
 
-where p q / m <= max(p, q) is bounded (m is a convex combination of p and q); with
-t = 1 this is the paper's y (1 - p_t)^g (g p_t log p_t + p_t - 1).
+where p q / m <= max(p, q) and ce / m are bounded. With integer labels every target is hard: with
+z = x for a negative and z = -x for a positive, FL = w sigmoid(z)^g softplus(z) and
+dFL/dz = w sigmoid(z)^g (sigmoid(z) + g (1 - sigmoid(z)) softplus(z)), the paper's
+y (1 - p_t)^g (g p_t log p_t + p_t - 1).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -28,28 +40,33 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _sigmoid_parts(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(p, q, softplus(-|x|)) = (sigmoid(x), sigmoid(-x), log1p(exp(-|x|))), all stable."""
-    e = torch.exp(-x.abs())
-    big = 1.0 / (1.0 + e)
-    small = e * big
-    nonneg = x >= 0
-    return torch.where(nonneg, big, small), torch.where(nonneg, small, big), torch.log1p(e)
+def _softplus(z: Tensor) -> Tensor:
+    """log(1 + exp(z)); ATen's linear cut-off is placed where its error is below rounding."""
+    return F.softplus(z, beta=1.0, threshold=40.0 if z.dtype == torch.float64 else 20.0)
 
 
-def _power(m: Tensor, gamma: float) -> Tensor:
+def _pow_(m: Tensor, gamma: float) -> Tensor:
+    """m ** gamma in place (gamma > 0)."""
     if gamma == 1.0:
         return m
     if gamma == 2.0:
-        return m * m
-    return m.pow(gamma)
+        return m.mul_(m)
+    return m.pow_(gamma)
 
 
-def _safe_ratio(num: Tensor, den: Tensor) -> Tensor:
-    """num / den where den > 0, else 0 (there the factor it multiplies is 0 as well)."""
-    return torch.where(den > 0, num / den, 0.0)
+def _alpha_t(t: Tensor, alpha: float) -> Tensor:
+    """alpha_t = alpha t + (1 - alpha)(1 - t), elementwise."""
+    return torch.mul(t, 2 * alpha - 1).add_(1 - alpha)
 
 
+def _ce_and_parts(x: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(ce, p, q) of logits x and targets t, all of x's shape."""
+    q = torch.neg(x)
+    ce = _softplus(x).lerp_(_softplus(q), t)
+    return ce, torch.sigmoid(x), q.sigmoid_()
+
+
+# --------------------------------------------------------------------------- dense targets
 def sigmoid_focal_forward(
     x: Tensor, t: Tensor, alpha: float | None, gamma: float, reduce_sum: bool
 ) -> Tensor:
@@ -57,12 +74,14 @@ def sigmoid_focal_forward(
     dt = compute_dtype(x.dtype)
     x = x.to(dt)
     t = t.to(dt)
-    p, q, sp = _sigmoid_parts(x)
-    loss = x.clamp_min(0) - x * t + sp
-    if gamma != 0.0:
-        loss = loss * _power(p * (1 - t) + q * t, gamma)
-    if alpha is not None:
-        loss = loss * ((1 - alpha) + (2 * alpha - 1) * t)
+    if gamma == 0.0:
+        loss = _softplus(x).lerp_(_softplus(-x), t)
+    else:
+        loss, p, q = _ce_and_parts(x, t)
+        loss.mul_(_pow_(p.lerp_(q, t), gamma))
+    if alpha is None:
+        return loss.sum() if reduce_sum else loss
+    loss = loss.mul_(_alpha_t(t, alpha))
     return loss.sum() if reduce_sum else loss
 
 
@@ -74,78 +93,93 @@ def sigmoid_focal_backward(
     x = x.to(dt)
     t = t.to(dt)
     grad = grad.to(dt)
-    p, q, sp = _sigmoid_parts(x)
-    ce = x.clamp_min(0) - x * t + sp
-    one_minus_t = 1 - t
-    gx = p * one_minus_t - q * t
-    gt = None
-    if gamma != 0.0:
-        m = p * one_minus_t + q * t
-        w = _power(m, gamma)
-        gx = w * (gx + gamma * _safe_ratio(p * q, m) * (one_minus_t - t) * ce)
-        if need_t:
-            gt = w * (gamma * _safe_ratio(q - p, m) * ce - x)
-    elif need_t:
-        gt = -x
+    if gamma == 0.0 and not need_t:
+        gx = torch.sigmoid(x).lerp_(torch.sigmoid(x.neg()).neg_(), t)  # p - t
+        gt = None
+    else:
+        ce, p, q = _ce_and_parts(x, t)
+        m = torch.lerp(p, q, t)
+        gx = torch.lerp(p, q.neg(), t)  # p - t
+        gt = torch.neg(x) if need_t else None
+        if gamma != 0.0:
+            # ce / m is bounded (about max(1, |x|)); 0 where m = 0, where w = 0 as well.
+            r = torch.where(m > 0, ce / m, 0.0)
+            w = _pow_(m, gamma)
+            if need_t:
+                gt.addcmul_(torch.sub(q, p), r, value=gamma).mul_(w)
+            ratio = p.mul_(q).mul_(r)
+            gx.addcmul_(ratio, torch.mul(t, -2.0).add_(1.0), value=gamma).mul_(w)
+            ce.mul_(w)
+        if alpha is not None and need_t:
+            gt.mul_(_alpha_t(t, alpha)).add_(ce, alpha=2 * alpha - 1)
     if alpha is not None:
-        a_t = (1 - alpha) + (2 * alpha - 1) * t
-        if need_t:
-            w_ce = ce if gamma == 0.0 else ce * _power(p * one_minus_t + q * t, gamma)
-            gt = a_t * gt + (2 * alpha - 1) * w_ce
-        gx = a_t * gx
-    gx = gx * grad
-    return gx, (gt * grad if gt is not None else None)
+        gx.mul_(_alpha_t(t, alpha))
+    gx = gx.mul_(grad)
+    return gx, (gt.mul_(grad) if gt is not None else None)
 
 
-def negative_focal_terms(
-    x: Tensor, weight: float, gamma: float, need_loss: bool, need_grad: bool
-) -> tuple[Tensor | None, Tensor | None]:
-    """Loss and gradient of the all-negative (t = 0) focal loss, elementwise.
+# --------------------------------------------------------------------------- integer labels
+def _signed_logits(
+    x: Tensor, labels: Tensor, alpha: float | None, dt: torch.dtype
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(z, positive mask, per-row negative weight) for logits (n, K) and labels (n, 1).
 
-    FL0 = w p^g softplus(x); dFL0/dx = w p^g (p + g q softplus(x)). The positive case is the
-    mirror image: FL1(x) = FL0(-x) with the positive weight, dFL1/dx = -dFL0/dx(-x).
+    The one-hot target is the broadcast comparison ``labels == arange(K)``: fused away by
+    ``torch.compile``, a (n, K) bool mask of one chunk in eager mode. z = -x at the label
+    column, x elsewhere; the negative weight is 1 - alpha (1 without alpha), 0 on ignored rows.
     """
-    dt = compute_dtype(x.dtype)
     x = x.to(dt)
-    p, q, sp = _sigmoid_parts(x)
-    ce = x.clamp_min(0) + sp
-    w = _power(p, gamma) * weight if gamma != 0.0 else None
-    loss = grad = None
-    if need_loss:
-        loss = ce * w if w is not None else ce * weight
-    if need_grad:
-        grad = w * (p + gamma * q * ce) if w is not None else p * weight
-    return loss, grad
+    pos = labels == torch.arange(x.shape[1], device=x.device)
+    neg_w = 1.0 if alpha is None else 1.0 - alpha
+    row_w = (labels >= -1).to(dt).mul_(neg_w)
+    return torch.where(pos, x.neg(), x), pos, row_w
 
 
-def negative_focal_rows(
-    x: Tensor, valid: Tensor | None, weight: float, gamma: float, reduce_sum: bool
+def from_labels_forward(
+    x: Tensor, labels: Tensor, alpha: float | None, gamma: float, reduce_sum: bool
 ) -> Tensor:
-    """All-negative focal loss of logits (N, K), rows masked by ``valid`` (N, 1) or None."""
-    loss, _ = negative_focal_terms(x, weight, gamma, True, False)
-    if valid is not None:
-        loss = loss * valid
+    """Focal loss of logits x (n, K) against labels (n, 1): (n, K), 0 on ignored rows, or its
+    float sum when ``reduce_sum``. Every entry is its own elementwise term (no correction
+    of a larger sum), so confident positives keep the small background loss exact."""
+    dt = compute_dtype(x.dtype)
+    z, pos, row_w = _signed_logits(x, labels, alpha, dt)
+    w = torch.where(pos, 1.0 if alpha is None else alpha, row_w)
+    loss = _softplus(z)
+    if gamma != 0.0:
+        loss.mul_(_pow_(z.sigmoid_(), gamma))
+    loss = loss.mul_(w)  # (a BLAS dot would accumulate in float32 without pairwise sums)
     return loss.sum() if reduce_sum else loss
 
 
-def negative_focal_rows_grad(
-    x: Tensor, valid: Tensor | None, weight: float, gamma: float, grad: Tensor
+def from_labels_backward(
+    x: Tensor, labels: Tensor, alpha: float | None, gamma: float, grad: Tensor
 ) -> Tensor:
-    """d(all-negative focal loss)/dx * grad for logits (N, K); ``grad`` 0-d or (N, K)."""
-    _, g = negative_focal_terms(x, weight, gamma, False, True)
-    g = g * grad.to(g.dtype)
-    if valid is not None:
-        g = g * valid
-    return g
+    """dFL/dx * grad for logits x (n, K) and labels (n, 1); ``grad`` 0-d or (n, K)."""
+    dt = compute_dtype(x.dtype)
+    z, pos, row_w = _signed_logits(x, labels, alpha, dt)
+    grad = grad.to(dt)
+    if grad.dim() == 0:  # fold the scalar into the (n, 1) row weights and the positive one
+        row_w = row_w.mul_(grad)
+        sw = torch.where(pos, -(1.0 if alpha is None else alpha) * grad, row_w)
+    else:
+        sw = torch.where(pos, -(1.0 if alpha is None else alpha), row_w).mul_(grad)
+    if gamma == 0.0:
+        return z.sigmoid_().mul_(sw)
+    sp = _softplus(z)
+    p = z.sigmoid_()
+    # dFL/dz = p^g (p + g (1 - p) softplus(z)); 1 - p is exact where that term matters.
+    g = sp.mul_(torch.rsub(p, 1.0)).mul_(gamma).add_(p)
+    return g.mul_(_pow_(p, gamma)).mul_(sw)
 
 
+# --------------------------------------------------------------------------- FL*
 def focal_star_forward(x: Tensor, t: Tensor, gamma: float, beta: float, reduce_sum: bool) -> Tensor:
     """FL* = (t softplus(-(g x + b)) + (1 - t) softplus(g x - b)) / g, elementwise or summed."""
     dt = compute_dtype(x.dtype)
     x = x.to(dt)
     t = t.to(dt)
     z = gamma * x
-    loss = (t * _softplus(-z - beta) + (1 - t) * _softplus(z - beta)) / gamma
+    loss = (t * _softplus_exact(-z - beta) + (1 - t) * _softplus_exact(z - beta)) / gamma
     return loss.sum() if reduce_sum else loss
 
 
@@ -161,10 +195,10 @@ def focal_star_backward(
     gx = (1 - t) * torch.sigmoid(z - beta) - t * torch.sigmoid(-z - beta)
     gt = None
     if need_t:
-        gt = (_softplus(-z - beta) - _softplus(z - beta)) / gamma * grad
+        gt = (_softplus_exact(-z - beta) - _softplus_exact(z - beta)) / gamma * grad
     return gx * grad, gt
 
 
-def _softplus(z: Tensor) -> Tensor:
+def _softplus_exact(z: Tensor) -> Tensor:
     """log(1 + exp(z)) without overflow and without a linear cut-off."""
     return z.clamp_min(0) + torch.log1p(torch.exp(-z.abs()))

@@ -88,3 +88,23 @@ def test_invalid_arguments_raise_value_error_naming_them():
     for call, name in cases:
         with pytest.raises(ValueError, match=name):
             call()
+
+
+@pytest.mark.parametrize("alpha", [None, 0.0, 0.25, 1.0])
+@pytest.mark.parametrize("gamma", [0.0, 2.0])
+def test_from_labels_keeps_small_background_next_to_dominant_positives(alpha, gamma):
+    # A confidently right positive (x = 30) and a confidently wrong one (x = -30, loss ~30)
+    # beside a small background loss: every term must be its own elementwise value in
+    # float32, not the difference of large sums.
+    x = torch.tensor([[30.0, -12.0], [-30.0, -9.0], [-11.0, -10.0]], requires_grad=True)
+    labels = torch.tensor([0, 0, -1])
+    t = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 0.0]], dtype=torch.float64)
+    expected = sigmoid_focal_loss(x.detach().double(), t, alpha, gamma, "none")
+    got = sigmoid_focal_loss_from_labels(x, labels, alpha, gamma, "none")
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=0)
+    total = sigmoid_focal_loss_from_labels(x, labels, alpha, gamma, "sum")
+    torch.testing.assert_close(total.double(), expected.sum(), rtol=1e-5, atol=0)
+    (grad,) = torch.autograd.grad(total, x)
+    x64 = x.detach().double().requires_grad_()
+    (g64,) = torch.autograd.grad(sigmoid_focal_loss(x64, t, alpha, gamma, "sum"), x64)
+    torch.testing.assert_close(grad.double(), g64, rtol=1e-5, atol=0)
