@@ -252,14 +252,18 @@ def _job_choices(choices: dict[str, str], overrides: list[str]) -> dict[str, str
     return choices
 
 
+_MISSING = object()
+
+
 def _lookup(config: dict[str, Any], dotted: str) -> Any:
+    """The value at ``dotted``; ``_MISSING`` if absent or an unresolved interpolation."""
     node: Any = config
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:
-            return None
+            return _MISSING
         node = node[part]
     if isinstance(node, str) and "${" in node:
-        return None
+        return _MISSING
     return node
 
 
@@ -275,7 +279,9 @@ def run_axes(run: Run) -> dict[str, Any]:
     """The run's ablation values: known axes (see :data:`AXIS_KEYS`) plus raw overrides.
 
     Values come from the resolved config where it has them, else from the overrides; an
-    override whose key is no known axis is kept under its own key (``"seed"``, ...).
+    override whose key is no known axis is kept under its own key (``"seed"``, ...). A key
+    set to null (``model.prior_prob=null``) is present with the value ``None``; a key the run
+    does not tell is absent.
     """
     axes: dict[str, Any] = {}
     for text in run.overrides:
@@ -292,9 +298,7 @@ def run_axes(run: Run) -> dict[str, Any]:
     elif isinstance(_lookup(run.config, "loss._target_"), str):
         axes["loss"] = _lookup(run.config, "loss._target_").rsplit(".", 1)[-1]
     for dotted, axis in AXIS_KEYS.items():
-        if dotted == "loss":
-            continue
-        value = _lookup(run.config, dotted)
-        if value is not None:
+        value = _lookup(run.config, dotted) if dotted != "loss" else _MISSING
+        if value is not _MISSING:
             axes[axis] = _axis_value(axis, value)
     return axes
