@@ -63,19 +63,15 @@ def preload() -> None:
 
 
 class _DiskFullFile:
-    """A writable file that accepts ``budget`` bytes, then fails like a full disk."""
+    """A writable file on a full disk: its first write gets half way, then fails."""
 
-    def __init__(self, handle: Any, budget: int) -> None:
-        self._handle, self._budget = handle, budget
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
 
     def write(self, data: Any) -> int:
-        if len(data) > self._budget:
-            self._handle.write(data[: self._budget])
-            self._budget = 0
-            self._handle.flush()
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        self._budget -= len(data)
-        return self._handle.write(data)
+        self._handle.write(data[: len(data) // 2])
+        self._handle.flush()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     def __enter__(self) -> _DiskFullFile:
         return self
@@ -96,7 +92,8 @@ def apply_faults(faults: dict[str, Any]) -> None:
     - ``enospc_save``: ``{"call": n}``: the n-th ``torch.save`` (1-based) writes half its
       bytes, then raises ``OSError(ENOSPC)``.
     - ``enospc_files``: ``{"names": [...]}``: files opened for writing whose base name is in
-      ``names`` accept 64 bytes, then raise ``OSError(ENOSPC)``.
+      ``names`` (or is one of them plus a suffix, e.g. ``metrics.json.tmp``) write half of
+      their first chunk, then raise ``OSError(ENOSPC)``.
     - ``nan_loss``: ``{"calls": [i, ...]}``: the i-th training forward (1-based) of the model
       returns NaN losses (still attached to the graph).
     """
@@ -146,8 +143,10 @@ def apply_faults(faults: dict[str, Any]) -> None:
         def full_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
             handle = real_open(file, mode, *args, **kwargs)
             writing = any(c in mode for c in "wax+")
-            if writing and isinstance(file, (str, os.PathLike)) and Path(file).name in names:
-                return _DiskFullFile(handle, 64)
+            base = Path(file).name if isinstance(file, (str, os.PathLike)) else ""
+            # the file itself or a temporary sibling such as "<name>.tmp"
+            if writing and any(base == n or base.startswith(n + ".") for n in names):
+                return _DiskFullFile(handle)
             return handle
 
         builtins.open = full_open
