@@ -218,7 +218,10 @@ def check_image_files(data: dict, image_root: str | Path) -> list[Problem]:
 
     problems: list[Problem] = []
     root = Path(image_root)
-    for img in data.get("images", []):
+    images = data.get("images")
+    if not isinstance(images, list):  # reported by the JSON checks
+        return problems
+    for img in images:
         if not (isinstance(img, dict) and isinstance(img.get("file_name"), str)):
             continue
         path = root / img["file_name"]

@@ -20,6 +20,7 @@ checkpoint name.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import re
@@ -301,7 +302,7 @@ def _check_targets(node: Any, where: str) -> None:
     """Refuse ``_target_`` values outside the ``retina`` package (recursively)."""
     if isinstance(node, Mapping):
         target = node.get("_target_")
-        if target is not None and not (isinstance(target, str) and target.startswith("retina.")):
+        if target is not None and not _is_retina_callable(target):
             raise CheckpointError(
                 f"{where}: refusing _target_ {target!r} outside the retina package"
             )
@@ -310,6 +311,27 @@ def _check_targets(node: Any, where: str) -> None:
     elif isinstance(node, (list, tuple)):
         for value in node:
             _check_targets(value, where)
+
+
+def _is_retina_callable(target: object) -> bool:
+    """True when ``target`` names a class or function defined inside the retina package.
+
+    The name alone is not enough: ``retina.engine.checkpoint.os.system`` starts with
+    ``retina.`` but resolves to ``os.system``. The module part must import as a retina module
+    and the attribute must be defined in retina.
+    """
+    if not isinstance(target, str):
+        return False
+    module_name, _, attr = target.rpartition(".")
+    if not (module_name == "retina" or module_name.startswith("retina.")):
+        return False
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return False
+    obj = getattr(module, attr, None)
+    defined_in = getattr(obj, "__module__", None)
+    return callable(obj) and isinstance(defined_in, str) and defined_in.startswith("retina.")
 
 
 def _verify_crc(path: Path) -> None:
