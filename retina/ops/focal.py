@@ -99,8 +99,9 @@ class _SigmoidFocal(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, targets, alpha, gamma, reduction):  # type: ignore[override]
         ctx.save_for_backward(logits, targets)
-        ctx.params = (alpha, gamma, reduction)
-        fwd = kernel(fk.sigmoid_focal_forward)
+        hard = _all_zero_or_one(targets)
+        ctx.params = (alpha, gamma, reduction, hard)
+        fwd = kernel(fk.hard_focal_forward if hard else fk.sigmoid_focal_forward)
         loss = fwd(logits, targets, alpha, gamma, reduction != "none")
         if reduction == "mean":
             loss = loss / max(logits.numel(), 1)
@@ -109,14 +110,22 @@ class _SigmoidFocal(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
         logits, targets = ctx.saved_tensors
-        alpha, gamma, reduction = ctx.params
+        alpha, gamma, reduction, hard = ctx.params
         if reduction == "mean":
             grad_out = grad_out / max(logits.numel(), 1)
+        if hard and not ctx.needs_input_grad[1]:
+            gx = kernel(fk.hard_focal_backward)(logits, targets, alpha, gamma, grad_out)
+            return gx.to(logits.dtype), None, None, None, None
         bwd = kernel(fk.sigmoid_focal_backward)
         gx, gt = bwd(logits, targets, alpha, gamma, grad_out, ctx.needs_input_grad[1])
         gx = gx.to(logits.dtype) if ctx.needs_input_grad[0] else None
         gt = gt.to(targets.dtype) if gt is not None else None
         return gx, gt, None, None, None
+
+
+def _all_zero_or_one(targets: Tensor) -> bool:
+    """Whether every target is exactly 0 or 1 (then the cheaper hard-target kernels apply)."""
+    return bool(torch.logical_or(targets == 0, targets == 1).all())
 
 
 def sigmoid_focal_loss(

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 AUTO_MIN_NUMEL = 1 << 20
-EAGER_CHUNK_NUMEL = 1 << 21
+EAGER_CHUNK_NUMEL = 1 << 22
 _BACKENDS = ("auto", "compile", "eager")
 _state: dict[str, Any] = {"backend": None, "broken": False}
 _compiled: dict[Callable[..., Any], Callable[..., Any]] = {}

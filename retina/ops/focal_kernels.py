@@ -59,6 +59,18 @@ def _alpha_t(t: Tensor, alpha: float) -> Tensor:
     return torch.mul(t, 2 * alpha - 1).add_(1 - alpha)
 
 
+def _alpha_t_partial_(v: Tensor, t: Tensor, alpha: float | None) -> float:
+    """Multiply v in place by alpha_t / f in one pass and return the scalar f, so that
+    v * f == v * alpha_t (f is folded into a later scalar product or sum)."""
+    if alpha is None:
+        return 1.0
+    if alpha == 1.0:
+        v.mul_(t)
+        return 1.0
+    v.addcmul_(v, t, value=(2 * alpha - 1) / (1 - alpha))  # v (1 + c t), elementwise alias
+    return 1.0 - alpha
+
+
 def _ce_and_parts(x: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """(ce, p, q) of logits x and targets t, all of x's shape."""
     q = torch.neg(x)
@@ -79,10 +91,10 @@ def sigmoid_focal_forward(
     else:
         loss, p, q = _ce_and_parts(x, t)
         loss.mul_(_pow_(p.lerp_(q, t), gamma))
-    if alpha is None:
-        return loss.sum() if reduce_sum else loss
-    loss = loss.mul_(_alpha_t(t, alpha))
-    return loss.sum() if reduce_sum else loss
+    f = _alpha_t_partial_(loss, t, alpha)
+    if reduce_sum:
+        return loss.sum() * f
+    return loss.mul_(f) if f != 1.0 else loss
 
 
 def sigmoid_focal_backward(
@@ -93,29 +105,111 @@ def sigmoid_focal_backward(
     x = x.to(dt)
     t = t.to(dt)
     grad = grad.to(dt)
-    if gamma == 0.0 and not need_t:
+    if need_t:
+        return _sigmoid_focal_backward_xt(x, t, alpha, gamma, grad)
+    if gamma == 0.0:
         gx = torch.sigmoid(x).lerp_(torch.sigmoid(x.neg()).neg_(), t)  # p - t
-        gt = None
     else:
         ce, p, q = _ce_and_parts(x, t)
         m = torch.lerp(p, q, t)
         gx = torch.lerp(p, q.neg(), t)  # p - t
-        gt = torch.neg(x) if need_t else None
-        if gamma != 0.0:
-            # ce / m is bounded (about max(1, |x|)); 0 where m = 0, where w = 0 as well.
-            r = torch.where(m > 0, ce / m, 0.0)
-            w = _pow_(m, gamma)
-            if need_t:
-                gt.addcmul_(torch.sub(q, p), r, value=gamma).mul_(w)
-            ratio = p.mul_(q).mul_(r)
-            gx.addcmul_(ratio, torch.mul(t, -2.0).add_(1.0), value=gamma).mul_(w)
-            ce.mul_(w)
-        if alpha is not None and need_t:
-            gt.mul_(_alpha_t(t, alpha)).add_(ce, alpha=2 * alpha - 1)
-    if alpha is not None:
-        gx.mul_(_alpha_t(t, alpha))
+        # (1 - 2 t) p q ce, the shared factor of the focal term of the gradient
+        pqce = p.mul_(q).mul_(ce)
+        pqce.addcmul_(pqce, t, value=-2.0)
+        if gamma >= 1.0:  # m^(g-1) (m (p - t) + g (1 - 2 t) p q ce)
+            gx.mul_(m).add_(pqce, alpha=gamma)
+            if gamma != 1.0:
+                gx.mul_(m if gamma == 2.0 else m.pow_(gamma - 1.0))
+        else:  # m^g ((p - t) + g (1 - 2 t) p q ce / m), 0 where m = 0 (there m^g = 0 too)
+            gx.add_(torch.where(m > 0, pqce.div_(m), 0.0), alpha=gamma).mul_(m.pow_(gamma))
+    f = _alpha_t_partial_(gx, t, alpha)
+    if grad.dim() == 0:
+        return gx.mul_(grad * f), None
     gx = gx.mul_(grad)
-    return gx, (gt.mul_(grad) if gt is not None else None)
+    return (gx.mul_(f) if f != 1.0 else gx), None
+
+
+def _sigmoid_focal_backward_xt(
+    x: Tensor, t: Tensor, alpha: float | None, gamma: float, grad: Tensor
+) -> tuple[Tensor, Tensor]:
+    """(dFL/dx * grad, dFL/dt * grad) for soft targets that need a gradient."""
+    ce, p, q = _ce_and_parts(x, t)
+    m = torch.lerp(p, q, t)
+    gx = torch.lerp(p, q.neg(), t)  # p - t
+    gt = torch.neg(x)  # d ce / dt
+    if gamma != 0.0:
+        # ce / m is bounded (about max(1, |x|)); 0 where m = 0, where w = 0 as well.
+        r = torch.where(m > 0, ce / m, 0.0)
+        w = _pow_(m, gamma)
+        gt.addcmul_(torch.sub(q, p), r, value=gamma).mul_(w)
+        ratio = p.mul_(q).mul_(r)
+        gx.addcmul_(ratio, torch.mul(t, -2.0).add_(1.0), value=gamma).mul_(w)
+        ce.mul_(w)
+    if alpha is not None:
+        a_t = _alpha_t(t, alpha)
+        gt.mul_(a_t).add_(ce, alpha=2 * alpha - 1)
+        gx.mul_(a_t)
+    return gx.mul_(grad), gt.mul_(grad)
+
+
+# --------------------------------------------------------------------------- 0/1 targets
+def hard_focal_forward(
+    x: Tensor, t: Tensor, alpha: float | None, gamma: float, reduce_sum: bool
+) -> Tensor:
+    """:func:`sigmoid_focal_forward` for targets that are all exactly 0 or 1.
+
+    With z = x (1 - 2 t) (exactly x or -x), FL = a_t sigmoid(z)^g softplus(z): two
+    transcendental passes instead of four.
+    """
+    dt = compute_dtype(x.dtype)
+    x = x.to(dt)
+    t = t.to(dt)
+    z = torch.addcmul(x, x, t, value=-2.0)
+    loss = _softplus(z)
+    if gamma != 0.0:
+        loss.mul_(_pow_(z.sigmoid_(), gamma))
+    f = _alpha_t_partial_(loss, t, alpha)
+    if reduce_sum:
+        return loss.sum() * f
+    return loss.mul_(f) if f != 1.0 else loss
+
+
+def hard_focal_backward(
+    x: Tensor, t: Tensor, alpha: float | None, gamma: float, grad: Tensor
+) -> Tensor:
+    """dFL/dx * grad for 0/1 targets: dFL/dz (1 - 2 t), dFL/dz as in the label kernels."""
+    dt = compute_dtype(x.dtype)
+    x = x.to(dt)
+    t = t.to(dt)
+    grad = grad.to(dt)
+    z = torch.addcmul(x, x, t, value=-2.0)
+    g = _dfl_dz(z, gamma)
+    # a_t (1 - 2 t) = (1 - alpha) - t for t in {0, 1}; (1 - 2 t) without alpha.
+    if alpha is None:
+        g.addcmul_(g, t, value=-2.0)
+        f = 1.0
+    elif alpha == 1.0:
+        g.mul_(t).neg_()
+        f = 1.0
+    else:
+        g.addcmul_(g, t, value=-1.0 / (1.0 - alpha))
+        f = 1.0 - alpha
+    if grad.dim() == 0:
+        return g.mul_(grad * f)
+    g = g.mul_(grad)
+    return g.mul_(f) if f != 1.0 else g
+
+
+def _dfl_dz(z: Tensor, gamma: float) -> Tensor:
+    """d(sigmoid(z)^g softplus(z))/dz = p^g (p + g (1 - p) softplus(z)); z is overwritten.
+
+    1 - p is exact where its term matters (p not close to 1)."""
+    if gamma == 0.0:
+        return z.sigmoid_()
+    sp = _softplus(z)
+    p = z.sigmoid_()
+    g = torch.addcmul(p, sp, torch.rsub(p, 1.0), value=gamma)
+    return g.mul_(_pow_(p, gamma))
 
 
 # --------------------------------------------------------------------------- integer labels
@@ -163,13 +257,7 @@ def from_labels_backward(
         sw = torch.where(pos, -(1.0 if alpha is None else alpha) * grad, row_w)
     else:
         sw = torch.where(pos, -(1.0 if alpha is None else alpha), row_w).mul_(grad)
-    if gamma == 0.0:
-        return z.sigmoid_().mul_(sw)
-    sp = _softplus(z)
-    p = z.sigmoid_()
-    # dFL/dz = p^g (p + g (1 - p) softplus(z)); 1 - p is exact where that term matters.
-    g = sp.mul_(torch.rsub(p, 1.0)).mul_(gamma).add_(p)
-    return g.mul_(_pow_(p, gamma)).mul_(sw)
+    return _dfl_dz(z, gamma).mul_(sw)
 
 
 # --------------------------------------------------------------------------- FL*
