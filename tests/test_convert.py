@@ -125,6 +125,7 @@ def _load_script():
     return module
 
 
+@pytest.mark.slow  # two more ResNet-50 builds and a checkpoint round trip (~15-20 s)
 @pytest.mark.parametrize("pair", ["v2"], indirect=True)  # v1's key layout is covered above
 def test_convert_script_writes_an_evaluable_checkpoint(pair, tmp_path, capsys):
     _, tv, ours, images = pair
