@@ -348,3 +348,15 @@ def test_unwritable_out_dir(gt_file, tmp_path):
     blocker.write_text("x")
     with pytest.raises(ResultsError, match="coco_results.json: cannot write"):
         evaluate_detections([], _dataset(path, [1]), out_dir=blocker / "run")
+
+
+def test_faster_coco_eval_gives_identical_numbers(gt_file):
+    """The optional backend must reproduce pycocotools' 12 numbers and per-category APs."""
+    pytest.importorskip("faster_coco_eval")
+    path, anns = gt_file
+    dets = _noisy_detections(anns, 12)
+    ref = evaluate_detections(dets, _dataset(path, range(1, 13)))
+    fast = evaluate_detections(dets, _dataset(path, range(1, 13)), backend="faster_coco_eval")
+    for key in METRIC_KEYS:
+        assert fast[key] == pytest.approx(ref[key], abs=1e-6), key
+    assert fast["per_category"] == pytest.approx(ref["per_category"], abs=1e-6)
