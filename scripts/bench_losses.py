@@ -12,6 +12,10 @@ process's peak resident set (``VmHWM``, reset through ``/proc/self/clear_refs``)
 resident set before the call, in a child process started with ``MALLOC_MMAP_THRESHOLD_=65536``
 so that every freed tensor really leaves the process.
 
+First call: the first forward+backward of each case in this process; for the compile
+backend it includes loading Inductor (for the first case) and compiling the forward and
+backward kernels, i.e. the first call's compile time.
+
 Usage: python scripts/bench_losses.py [--out bench_results/losses.json] [--repeats 5]
 """
 
@@ -171,7 +175,7 @@ def run_device(device: str, backend: str, repeats: int) -> dict:
 def table(results: list[dict]) -> str:
     rows = [
         "| device | backend | loss | time (ms) | vs torchvision | peak extra (MiB) | "
-        "vs torchvision | first call (s) |",
+        "vs torchvision | first call incl. compile (s) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for res in results:

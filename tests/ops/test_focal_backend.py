@@ -70,3 +70,15 @@ def test_compiled_kernels_match_eager(backend):
     assert not focal_backend._state["broken"]
     for a, b in zip(eager, compiled, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_auto_runs_eager_without_compiling(backend, monkeypatch):
+    def refuse(fn):
+        raise AssertionError("auto must not compile")
+
+    monkeypatch.setattr(focal_backend, "_compiled_version", refuse)
+    backend.set_backend("auto")
+    x = torch.randn(64, 5, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(-2, 5, (64,))
+    sigmoid_focal_loss_from_labels(x, labels).backward()
+    assert torch.isfinite(x.grad).all() and not focal_backend._state["broken"]
