@@ -39,11 +39,11 @@ def _compose(overrides: list[str], hydra: bool = False) -> DictConfig:
 
 @functools.cache
 def _jobs(name: str, scale: str) -> list[list[str]]:
-    """The jobs `retina-train -m experiment=NAME scale=SCALE` launches (basic sweeper)."""
-    cfg = _compose([f"experiment={name}", f"scale={scale}"], hydra=True)
+    """The jobs `retina-train -m +experiment=NAME scale=SCALE` launches (basic sweeper)."""
+    cfg = _compose([f"+experiment={name}", f"scale={scale}"], hydra=True)
     params = OmegaConf.to_container(cfg.hydra.sweeper.params)
     assert params, f"{name} declares no hydra.sweeper.params"
-    lines = [f"{k}={v}" for k, v in params.items()] + [f"experiment={name}", f"scale={scale}"]
+    lines = [f"{k}={v}" for k, v in params.items()] + [f"+experiment={name}", f"scale={scale}"]
     batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(lines), None)
     return [job for batch in batches for job in batch]
 
@@ -123,13 +123,13 @@ def test_prior_init_is_ce_and_fl_with_and_without_prior():
 
 @pytest.mark.slow
 def test_two_by_two_sweep_through_the_cli_and_report(tmp_path: Path):
-    """`retina-train -m experiment=prior_init` (2 losses x 2 inits), 2 iterations each."""
+    """`retina-train -m +experiment=prior_init` (2 losses x 2 inits), 2 iterations each."""
     from retina.data import make_shapes_dataset
 
     root = make_shapes_dataset(tmp_path / "shapes", train=4, val=2, size=128, workers=1)
     sweep_dir = tmp_path / "sweep"
     overrides = [
-        "experiment=prior_init", f"hydra.sweep.dir={sweep_dir}", f"data.root={root}",
+        "+experiment=prior_init", f"hydra.sweep.dir={sweep_dir}", f"data.root={root}",
         "data.train_transforms.min_size=128", "data.train_transforms.max_size=128",
         "data.val_transforms.min_size=128", "data.val_transforms.max_size=128",
         "train.max_iter=2", "train.batch_size=2", "train.num_workers=0", "train.vis_images=0",
@@ -154,7 +154,7 @@ def test_two_by_two_sweep_through_the_cli_and_report(tmp_path: Path):
 
 def test_slurm_preset_composes_when_the_cluster_extra_is_installed():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs '.[cluster]'")
-    cfg = _compose(["experiment=table1b_gamma_alpha", "scale=paper", "hydra/launcher=slurm_paper",
+    cfg = _compose(["+experiment=table1b_gamma_alpha", "scale=paper", "hydra/launcher=slurm_paper",
                     "hydra.launcher.partition=gpu"], hydra=True)
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher") and launcher.gpus_per_node == 1
