@@ -151,7 +151,7 @@ def read_run(job_dir: Path) -> Run:
     runtime = (hydra_conf or {}).get("hydra", {}).get("runtime", {}) if hydra_conf else {}
     choices = {str(k): str(v) for k, v in (runtime.get("choices") or {}).items()}
     run = Run(name=job_dir.name, status="unfinished", overrides=overrides, choices=choices,
-              +experiment=_experiment(overrides, choices), path=job_dir)
+              experiment=_experiment(overrides, choices), path=job_dir)
     config = _load_yaml(job_dir / ".hydra" / "config.yaml")
     run.config = config if isinstance(config, dict) else {}
     metrics_path = job_dir / "metrics.json"
@@ -237,7 +237,7 @@ def collect_runs(multirun_dir: Path) -> list[Run]:
         else:
             overrides = expected[index] if index < len(expected) else []
             runs.append(Run(name=str(index), status="not started", overrides=overrides,
-                            choices=_job_choices(choices, overrides), +experiment=experiment,
+                            choices=_job_choices(choices, overrides), experiment=experiment,
                             reason="" if overrides else "folder missing"))
     return runs
 
