@@ -158,7 +158,7 @@ def test_gradient_clipping_bounds_the_update():
     trainer.clip_grad_norm = 1.0
     trainer.train(0, 1)
     # lr at iteration 0 = 0.01 * warmup 0.001; clipped gradient norm 1 (plus tiny decay)
-    assert abs(float(trainer.model.w) - 1.0) < 0.01 * 0.001 * 1.01
+    assert abs(trainer.model.w.item() - 1.0) < 0.01 * 0.001 * 1.01
     assert trainer.last["grad_norm"] == pytest.approx(1000.0)
 
 
