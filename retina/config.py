@@ -344,10 +344,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
     from retina.data.errors import DataError
     from retina.engine.checkpoint import CheckpointError
+    from retina.engine.evaluation import ResultsError
     from retina.engine.trainer import NonFiniteLossError
 
-    return (ConfigError, DataError, CheckpointError, NonFiniteLossError, HydraException,
-            OmegaConfBaseException)  # fmt: skip
+    return (ConfigError, DataError, CheckpointError, ResultsError, NonFiniteLossError,
+            HydraException, OmegaConfBaseException)  # fmt: skip
 
 
 _traceback_requested = os.environ.get("HYDRA_FULL_ERROR") == "1"

@@ -154,6 +154,11 @@ class CheckpointHook(Hook):
         self.extra, self.logger, self.enabled = extra, logger, enabled
         self._done_at = -1
 
+    def before_train(self, trainer: Trainer) -> None:
+        # A resumed run starts from a checkpoint of this very iteration: writing it again at
+        # the end (after evaluation has drawn from the RNG) would change its RNG state.
+        self._done_at = trainer.iteration
+
     def after_step(self, trainer: Trainer) -> None:
         if self.period > 0 and trainer.iteration % self.period == 0:
             self.save(trainer)

@@ -149,12 +149,13 @@ def write_metrics_json(
 ) -> Path:
     """Write ``metrics.json``: the COCO metrics in percent at the top level, plus ``config``
     (the resolved config) and any ``extra`` entries (e.g. ``iteration``)."""
-    path = Path(path)
+    from retina.engine.evaluation import write_json_atomic
+
     payload = {**dict(metrics), **extra, "config": dict(config)}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=_jsonable) + "\n")
-    os.replace(tmp, path)
-    return path
+    # Round-trip through json with the tensor-aware encoder, then write atomically (a full
+    # disk raises ResultsError and leaves no temporary file).
+    payload = json.loads(json.dumps(payload, default=_jsonable))
+    return write_json_atomic(path, payload, indent=2)
 
 
 def _jsonable(value: Any) -> Any:
