@@ -14,7 +14,12 @@ so that every freed tensor really leaves the process.
 
 First call: the first forward+backward of each case in this process; for the compile
 backend it includes loading Inductor (for the first case) and compiling the forward and
-backward kernels, i.e. the first call's compile time.
+backward kernels, i.e. the first call's compile time. For the native backend the C library
+is built beforehand into an empty cache folder and that cold build time is reported
+(``native_build_s``); later processes load it from the cache.
+
+Backends: ``native`` (fused C kernels, the default ``auto`` on CPU), ``eager`` (ATen ops),
+``compile`` (``torch.compile``).
 
 Usage: python scripts/bench_losses.py [--out bench_results/losses.json] [--repeats 5]
 """
@@ -27,13 +32,19 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 from torchvision.ops import sigmoid_focal_loss as tv_sigmoid_focal_loss
 
-from retina.ops import focal_backend, sigmoid_focal_loss, sigmoid_focal_loss_from_labels
+from retina.ops import (
+    focal_backend,
+    focal_native,
+    sigmoid_focal_loss,
+    sigmoid_focal_loss_from_labels,
+)
 
 CPU_SHAPE = (98_208, 80)
 CUDA_ANCHORS = 16 * 9 * sum((896 // s) * (1408 // s) for s in (8, 16, 32, 64, 128))
@@ -155,6 +166,25 @@ def cuda_peak(fn, x) -> int:
     return torch.cuda.max_memory_allocated() - base
 
 
+def cold_native_build() -> float | None:
+    """Seconds to build the native library into an empty cache (None without a compiler)."""
+    cc = focal_native._compiler()
+    if cc is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        before = os.environ.get("RETINA_CACHE_DIR")
+        os.environ["RETINA_CACHE_DIR"] = tmp
+        try:
+            t0 = time.perf_counter()
+            focal_native.build(cc)
+            return time.perf_counter() - t0
+        finally:
+            if before is None:
+                del os.environ["RETINA_CACHE_DIR"]
+            else:
+                os.environ["RETINA_CACHE_DIR"] = before
+
+
 def run_device(device: str, backend: str, repeats: int) -> dict:
     focal_backend.set_backend(backend)
     n, k = CPU_SHAPE if device == "cpu" else (CUDA_ANCHORS, 80)
@@ -202,7 +232,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("bench_results/losses.json"))
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--backends", default="eager,compile")
+    parser.add_argument("--backends", default="native,eager")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--peak-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--backend", default="eager", help=argparse.SUPPRESS)
@@ -214,16 +244,22 @@ def main() -> None:
         parser.error("--repeats must be >= 1")
     torch.set_num_threads(args.threads)
     results = []
-    for backend in args.backends.split(","):
-        if backend not in ("eager", "compile"):
-            parser.error(f"--backends: unknown backend {backend!r} (eager, compile)")
+    meta = {"torch": torch.__version__, "threads": args.threads, "repeats": args.repeats}
+    backends = args.backends.split(",")
+    for backend in backends:
+        if backend not in ("native", "eager", "compile"):
+            parser.error(f"--backends: unknown backend {backend!r} (native, eager, compile)")
+    if "native" in backends:
+        meta["native_build_s"] = cold_native_build()
+    for backend in backends:
         results.append(run_device("cpu", backend, args.repeats))
-        if torch.cuda.is_available():
+        if torch.cuda.is_available() and backend != "native":  # native kernels are CPU-only
             results.append(run_device("cuda", backend, args.repeats))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"torch": torch.__version__, "threads": args.threads, "repeats": args.repeats}
     args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     print(table(results))
+    if "native_build_s" in meta:
+        print(f"\nnative: cold build of the C library {meta['native_build_s']:.1f} s")
     print(f"\nwrote {args.out}")
 
 

@@ -1,9 +1,12 @@
 """The focal loss family (Lin et al., ICCV 2017) as fused autograd Functions.
 
 Each public function validates its arguments, then runs a ``torch.autograd.Function``
-whose forward evaluates the loss from logits in one kernel (see
-:mod:`retina.ops.focal_kernels`) and whose backward recomputes the analytic gradient
-from the saved *inputs* only, so no (N, K) intermediate outlives the forward pass.
+whose forward evaluates the loss from logits in one kernel and whose backward recomputes
+the analytic gradient from the saved *inputs* only, so no (N, K) intermediate outlives the
+forward pass. Float32 CPU inputs of the sigmoid losses run the fused C kernels of
+:mod:`retina.ops.focal_native` (one pass over memory each way); everything else runs the
+ATen kernels of :mod:`retina.ops.focal_kernels`, eagerly or compiled (see
+:mod:`retina.ops.focal_backend`).
 The readable formulas these are tested against live in :mod:`retina.ops.focal_reference`.
 
 Cross-entropy baselines are the same functions: CE is ``gamma=0, alpha=None`` and the
@@ -18,7 +21,8 @@ import torch
 from torch import Tensor
 
 from retina.ops import focal_kernels as fk
-from retina.ops.focal_backend import kernel
+from retina.ops import focal_native
+from retina.ops.focal_backend import kernel, use_native
 
 _REDUCTIONS = ("none", "mean", "sum")
 
@@ -99,10 +103,14 @@ class _SigmoidFocal(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, targets, alpha, gamma, reduction):  # type: ignore[override]
         ctx.save_for_backward(logits, targets)
-        hard = _all_zero_or_one(targets)
-        ctx.params = (alpha, gamma, reduction, hard)
-        fwd = kernel(fk.hard_focal_forward if hard else fk.sigmoid_focal_forward)
-        loss = fwd(logits, targets, alpha, gamma, reduction != "none")
+        if use_native(logits):  # one C pass; exact for hard and soft targets alike
+            ctx.params = (alpha, gamma, reduction, "native")
+            loss = focal_native.dense_forward(logits, targets, alpha, gamma, reduction != "none")
+        else:
+            hard = _all_zero_or_one(targets)
+            ctx.params = (alpha, gamma, reduction, hard)
+            fwd = kernel(fk.hard_focal_forward if hard else fk.sigmoid_focal_forward)
+            loss = fwd(logits, targets, alpha, gamma, reduction != "none")
         if reduction == "mean":
             loss = loss / max(logits.numel(), 1)
         return loss.to(logits.dtype)
@@ -113,7 +121,10 @@ class _SigmoidFocal(torch.autograd.Function):
         alpha, gamma, reduction, hard = ctx.params
         if reduction == "mean":
             grad_out = grad_out / max(logits.numel(), 1)
-        if hard and not ctx.needs_input_grad[1]:
+        if hard == "native" and not ctx.needs_input_grad[1]:
+            gx = focal_native.dense_backward(logits, targets, alpha, gamma, grad_out)
+            return gx, None, None, None, None
+        if hard is True and not ctx.needs_input_grad[1]:
             gx = kernel(fk.hard_focal_backward)(logits, targets, alpha, gamma, grad_out)
             return gx.to(logits.dtype), None, None, None, None
         bwd = kernel(fk.sigmoid_focal_backward)
@@ -161,8 +172,11 @@ class _SigmoidFocalFromLabels(torch.autograd.Function):
     def forward(ctx, logits, labels, alpha, gamma, reduction):  # type: ignore[override]
         ctx.save_for_backward(logits, labels)
         ctx.params = (alpha, gamma, reduction)
-        fwd = kernel(fk.from_labels_forward)
-        loss = fwd(logits, labels[:, None], alpha, gamma, reduction != "none")
+        if use_native(logits):
+            loss = focal_native.labels_forward(logits, labels, alpha, gamma, reduction != "none")
+        else:
+            fwd = kernel(fk.from_labels_forward)
+            loss = fwd(logits, labels[:, None], alpha, gamma, reduction != "none")
         return (loss * _mean_scale(logits, labels, reduction)).to(logits.dtype)
 
     @staticmethod
@@ -170,8 +184,10 @@ class _SigmoidFocalFromLabels(torch.autograd.Function):
         logits, labels = ctx.saved_tensors
         alpha, gamma, reduction = ctx.params
         grad_out = grad_out * _mean_scale(logits, labels, reduction)
-        bwd = kernel(fk.from_labels_backward)
-        grad = bwd(logits, labels[:, None], alpha, gamma, grad_out)
+        if use_native(logits):
+            grad = focal_native.labels_backward(logits, labels, alpha, gamma, grad_out)
+        else:
+            grad = kernel(fk.from_labels_backward)(logits, labels[:, None], alpha, gamma, grad_out)
         return grad.to(logits.dtype), None, None, None, None
 
 
@@ -193,10 +209,10 @@ def sigmoid_focal_loss_from_labels(
 
     One fused kernel forms the target as the broadcast comparison ``labels[:, None] ==
     arange(K)`` and sums the elementwise loss of every non-ignored entry (no difference of
-    large sums, so confident positives cannot cancel a small background loss). Compiled,
-    the comparison is fused into the loop and nothing of size (N, K) besides the output
-    gradient is materialised; eagerly it exists per row chunk only (bounded by
-    ``focal_backend.EAGER_CHUNK_NUMEL``).
+    large sums, so confident positives cannot cancel a small background loss). In the
+    native C kernels and compiled, the comparison is fused into the loop and nothing of
+    size (N, K) besides the output gradient is materialised; with the eager ATen kernels it
+    exists per row chunk only (bounded by ``focal_backend.EAGER_CHUNK_NUMEL``).
 
     Args:
         logits: (N, K) float logits.

@@ -1,17 +1,18 @@
-"""Chooses how the focal-loss kernels run: eagerly, or fused by ``torch.compile``.
+"""Chooses how the focal-loss kernels run: native C, eager ATen, or fused by ``torch.compile``.
 
-The kernels of :mod:`retina.ops.focal_kernels` are written for the eager path (a few fused
-ATen ops and in-place buffers), which already beats ``torchvision.ops.sigmoid_focal_loss``;
-``torch.compile`` (Inductor) fuses each kernel into one loop over memory, which is faster
-again but needs a C++ compiler on CPU (Triton on CUDA) and costs tens of seconds on the
-first call (measured in ``scripts/bench_losses.py``), so it is opt-in:
-
-- ``"eager"`` never compiles (always works); large inputs are processed in chunks of about
-  ``EAGER_CHUNK_NUMEL`` elements along dim 0, so the eager kernels' temporaries stay bounded;
-- ``"compile"`` compiles every kernel call; if compilation fails once it falls back to
-  eager for the rest of the process and warns;
-- ``"auto"`` (default) is ``"eager"``: the first compiled call costs more than 30 s on
-  the project's CPU machine, above the budget for a first call.
+- ``"native"``: float32 CPU inputs of :func:`~retina.ops.sigmoid_focal_loss` and
+  :func:`~retina.ops.sigmoid_focal_loss_from_labels` run the fused C kernels of
+  :mod:`retina.ops.focal_native` (one pass over memory per forward or backward; built with
+  the system C compiler on first use, about 3 s, then cached). Everything else (CUDA,
+  float64, half precision, soft targets that need a gradient, FL*) runs eagerly.
+- ``"eager"`` never compiles (always works): the kernels of :mod:`retina.ops.focal_kernels`
+  as a few fused ATen ops on bounded row chunks of about ``EAGER_CHUNK_NUMEL`` elements.
+- ``"compile"`` compiles every kernel call with ``torch.compile`` (Inductor fuses each into
+  one loop; C++ compiler on CPU, Triton on CUDA); tens of seconds on the first call, so
+  opt-in. If compilation fails once it falls back to eager for the rest of the process and
+  warns.
+- ``"auto"`` (default) is ``"native"`` where the C library builds, ``"eager"`` otherwise
+  (a missing compiler gives one warning, never an error).
 
 Select with :func:`set_backend` or the ``RETINA_FOCAL_BACKEND`` environment variable
 (read on first use). Kernels are compiled with ``dynamic=True`` (one compilation serves
@@ -29,13 +30,13 @@ from typing import Any
 import torch
 
 EAGER_CHUNK_NUMEL = 1 << 22
-_BACKENDS = ("auto", "compile", "eager")
+_BACKENDS = ("auto", "native", "compile", "eager")
 _state: dict[str, Any] = {"backend": None, "broken": False}
 _compiled: dict[Callable[..., Any], Callable[..., Any]] = {}
 
 
 def set_backend(name: str) -> None:
-    """Select ``"auto"`` | ``"compile"`` | ``"eager"`` for all focal-loss kernels."""
+    """Select ``"auto"`` | ``"native"`` | ``"compile"`` | ``"eager"`` for all focal kernels."""
     if name not in _BACKENDS:
         raise ValueError(f"focal backend must be one of {_BACKENDS}, got {name!r}")
     _state["backend"] = name
@@ -46,6 +47,15 @@ def get_backend() -> str:
     if _state["backend"] is None:
         set_backend(os.environ.get("RETINA_FOCAL_BACKEND", "auto"))
     return _state["backend"]
+
+
+def use_native(x: torch.Tensor) -> bool:
+    """Whether a focal loss on ``x`` runs the native C kernels (float32 CPU, not tracing)."""
+    if get_backend() not in ("auto", "native") or torch.compiler.is_compiling():
+        return False
+    from retina.ops import focal_native
+
+    return focal_native.supports(x)
 
 
 def kernel(fn: Callable[..., Any]) -> Callable[..., Any]:

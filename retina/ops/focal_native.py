@@ -1,0 +1,234 @@
+"""The fused float32 CPU focal-loss kernels of ``csrc/focal_cpu.c``, built on first use.
+
+The C source is compiled once per machine with the system C compiler (``$CC``, else ``cc``;
+about 3 s) into ``$RETINA_CACHE_DIR`` (default ``~/.cache/retina``), keyed by a hash of the
+source, the compiler and its flags, and loaded with :mod:`ctypes`. Concurrent first uses
+(DDP ranks, data-loader workers) each build into a private temporary file and rename it into
+place, so a half-written library is never loaded.
+
+Each kernel is one pass over memory: the forward reads the logits and targets (or labels)
+and writes only per-row float64 partial sums (or the elementwise loss); the backward reads
+the same inputs and writes the gradient. Rows are split over ``torch.get_num_threads()``
+threads. Partial sums are reduced by the caller in float64, so results do not depend on
+the thread count.
+
+:func:`available` says whether the library could be built; when it cannot (no compiler,
+a failed build) it warns once and :mod:`retina.ops.focal_backend` uses the eager ATen
+kernels instead.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+SOURCE = Path(__file__).with_name("csrc") / "focal_cpu.c"
+FLAGS = (
+    "-O3",
+    "-march=native",
+    "-fopenmp-simd",
+    "-fno-math-errno",
+    "-fno-trapping-math",
+    "-fPIC",
+    "-shared",
+    "-pthread",
+)
+DENSE_BLOCK = 4096  # must equal DENSE_BLOCK in focal_cpu.c
+_MIN_PARALLEL_NUMEL = 1 << 15
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {"lib": None, "tried": False, "error": None}
+
+_P = ctypes.c_void_p
+_I64 = ctypes.c_int64
+_F = ctypes.c_float
+_INT = ctypes.c_int
+_SIGNATURES = {
+    "retina_focal_dense_fwd": (_P, _P, _I64, _F, _INT, _F, _P, _P, _INT),
+    "retina_focal_dense_bwd": (_P, _P, _I64, _F, _INT, _F, _P, _F, _P, _INT),
+    "retina_focal_labels_fwd": (_P, _P, _I64, _I64, _F, _INT, _F, _P, _P, _INT),
+    "retina_focal_labels_bwd": (_P, _P, _I64, _I64, _F, _INT, _F, _P, _F, _P, _INT),
+}
+
+
+def cache_dir() -> Path:
+    """Where built libraries live: ``$RETINA_CACHE_DIR`` or ``~/.cache/retina``."""
+    root = os.environ.get("RETINA_CACHE_DIR")
+    return Path(root) if root else Path.home() / ".cache" / "retina"
+
+
+def _compiler() -> str | None:
+    cc = os.environ.get("CC", "cc")
+    return shutil.which(cc)
+
+
+def _compiler_id(cc: str) -> str:
+    try:
+        res = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30)
+        return res.stdout.splitlines()[0] if res.stdout else cc
+    except (OSError, subprocess.SubprocessError):
+        return cc
+
+
+def library_path(cc: str) -> Path:
+    """The cached library for this source, compiler, flags and machine."""
+    key = hashlib.sha256()
+    key.update(SOURCE.read_bytes())
+    key.update(" ".join((_compiler_id(cc), *FLAGS, platform.machine())).encode())
+    return cache_dir() / f"focal_cpu-{key.hexdigest()[:16]}.so"
+
+
+def build(cc: str) -> Path:
+    """Compile the library if it is not cached; returns its path. Raises ``RuntimeError``."""
+    target = library_path(cc)
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        cmd = [cc, *FLAGS, "-o", tmp, str(SOURCE)]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        if res.returncode != 0:
+            first = (res.stderr.strip().splitlines() or ["(no output)"])[0]
+            raise RuntimeError(f"{' '.join(cmd)} failed: {first}")
+        os.replace(tmp, target)
+    except (OSError, subprocess.SubprocessError) as err:
+        raise RuntimeError(f"cannot build {SOURCE.name} with {cc}: {err}") from err
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def _load() -> ctypes.CDLL | None:
+    with _lock:
+        if _state["tried"]:
+            return _state["lib"]
+        _state["tried"] = True
+        try:
+            cc = _compiler()
+            if cc is None:
+                wanted = os.environ.get("CC", "cc")
+                raise RuntimeError(f"no C compiler found (looked for {wanted!r})")
+            lib = ctypes.CDLL(str(build(cc)))
+            for name, args in _SIGNATURES.items():
+                fn = getattr(lib, name)
+                fn.argtypes = args
+                fn.restype = None
+            _state["lib"] = lib
+        except (RuntimeError, OSError, AttributeError) as err:
+            _state["error"] = str(err)
+            warnings.warn(
+                f"fused CPU focal-loss kernels unavailable ({err}); using eager kernels",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return _state["lib"]
+
+
+def available() -> bool:
+    """Whether the native library is built and loaded (builds it on the first call)."""
+    return _load() is not None
+
+
+def supports(x: Tensor) -> bool:
+    """Whether ``x`` can run natively: a float32 CPU tensor, and the library loads."""
+    return x.device.type == "cpu" and x.dtype == torch.float32 and available()
+
+
+def _threads(numel: int) -> int:
+    return 1 if numel < _MIN_PARALLEL_NUMEL else max(1, torch.get_num_threads())
+
+
+def _alpha(alpha: float | None) -> tuple[float, int]:
+    return (0.0, 0) if alpha is None else (float(alpha), 1)
+
+
+def _grad_args(grad: Tensor, like: Tensor) -> tuple[Tensor | None, float]:
+    """(elementwise float32 grad or None, scalar grad)."""
+    if grad.dim() == 0:
+        return None, float(grad)
+    return grad.to(torch.float32).expand_as(like).contiguous(), 0.0
+
+
+def dense_forward(
+    x: Tensor, t: Tensor, alpha: float | None, gamma: float, reduce_sum: bool
+) -> Tensor:
+    """FL(x, t) elementwise (float32, x's shape), or its float64 0-d sum when ``reduce_sum``."""
+    lib = _load()
+    x = x.contiguous()
+    t = t.to(torch.float32).contiguous()
+    n = x.numel()
+    a, has_a = _alpha(alpha)
+    out = None if reduce_sum else torch.empty_like(x)
+    partial = torch.empty((n + DENSE_BLOCK - 1) // DENSE_BLOCK, dtype=torch.float64)
+    lib.retina_focal_dense_fwd(
+        x.data_ptr(), t.data_ptr(), n, a, has_a, float(gamma),
+        None if out is None else out.data_ptr(), partial.data_ptr(), _threads(n),
+    )  # fmt: skip
+    return partial.sum() if reduce_sum else out
+
+
+def dense_backward(x: Tensor, t: Tensor, alpha: float | None, gamma: float, grad: Tensor) -> Tensor:
+    """dFL/dx * grad (float32, x's shape); ``grad`` 0-d or broadcastable to x."""
+    lib = _load()
+    x = x.contiguous()
+    t = t.to(torch.float32).contiguous()
+    n = x.numel()
+    a, has_a = _alpha(alpha)
+    g, gs = _grad_args(grad, x)
+    out = torch.empty_like(x)
+    lib.retina_focal_dense_bwd(
+        x.data_ptr(), t.data_ptr(), n, a, has_a, float(gamma),
+        None if g is None else g.data_ptr(), gs, out.data_ptr(), _threads(n),
+    )  # fmt: skip
+    return out
+
+
+def labels_forward(
+    x: Tensor, labels: Tensor, alpha: float | None, gamma: float, reduce_sum: bool
+) -> Tensor:
+    """Focal loss of x (N, K) against labels (N,): (N, K) float32, or a float64 0-d sum."""
+    lib = _load()
+    x = x.contiguous()
+    labels = labels.to(torch.int64).contiguous()
+    n, k = x.shape
+    a, has_a = _alpha(alpha)
+    out = None if reduce_sum else torch.empty_like(x)
+    partial = torch.empty(n, dtype=torch.float64)
+    lib.retina_focal_labels_fwd(
+        x.data_ptr(), labels.data_ptr(), n, k, a, has_a, float(gamma),
+        None if out is None else out.data_ptr(), partial.data_ptr(), _threads(x.numel()),
+    )  # fmt: skip
+    return partial.sum() if reduce_sum else out
+
+
+def labels_backward(
+    x: Tensor, labels: Tensor, alpha: float | None, gamma: float, grad: Tensor
+) -> Tensor:
+    """dFL/dx * grad for x (N, K) and labels (N,); ``grad`` 0-d or (N, K)."""
+    lib = _load()
+    x = x.contiguous()
+    labels = labels.to(torch.int64).contiguous()
+    n, k = x.shape
+    a, has_a = _alpha(alpha)
+    g, gs = _grad_args(grad, x)
+    out = torch.empty_like(x)
+    lib.retina_focal_labels_bwd(
+        x.data_ptr(), labels.data_ptr(), n, k, a, has_a, float(gamma),
+        None if g is None else g.data_ptr(), gs, out.data_ptr(), _threads(x.numel()),
+    )  # fmt: skip
+    return out

@@ -1,0 +1,177 @@
+"""The fused C kernels (float32 CPU) against torchvision, the float64 reference and eager."""
+
+import warnings
+
+import pytest
+import torch
+from torchvision.ops import sigmoid_focal_loss as tv_sigmoid_focal_loss
+
+from retina.ops import (
+    focal_backend,
+    focal_native,
+    sigmoid_focal_loss,
+    sigmoid_focal_loss_from_labels,
+)
+from retina.ops.focal_reference import sigmoid_focal_loss_reference
+
+pytestmark = pytest.mark.skipif(not focal_native.available(), reason="no C compiler")
+
+GAMMAS = (0.0, 0.5, 1.0, 2.0, 5.0)
+ALPHAS = (-1.0, 0.25, 0.75)
+
+
+@pytest.fixture
+def native():
+    before = focal_backend.get_backend()
+    focal_backend.set_backend("native")
+    yield
+    focal_backend.set_backend(before)
+
+
+def _inputs(n=257, k=11, scale=4.0, soft=False, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = scale * torch.randn(n, k, generator=g)
+    t = torch.rand(n, k, generator=g)
+    t = t if soft else (t < 0.2).float()
+    labels = torch.randint(-2, k, (n,), generator=g)
+    return x, t, labels
+
+
+def _value_and_grad(fn, x, *args, **kwargs):
+    x = x.clone().requires_grad_()
+    out = fn(x, *args, **kwargs)
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    return out.detach(), grad
+
+
+@pytest.mark.parametrize("gamma", GAMMAS)
+@pytest.mark.parametrize("alpha", ALPHAS)
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_dense_matches_torchvision_float32(native, gamma, alpha, reduction):
+    x, t, _ = _inputs()
+    ours = _value_and_grad(sigmoid_focal_loss, x, t, alpha, gamma, reduction)
+    ref = _value_and_grad(tv_sigmoid_focal_loss, x, t, alpha, gamma, reduction)
+    for a, b in zip(ours, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=2e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("gamma", GAMMAS)
+@pytest.mark.parametrize("alpha", ALPHAS)
+def test_soft_targets_match_float64_reference(native, gamma, alpha):
+    x, t, _ = _inputs(soft=True, seed=1)
+    ours = _value_and_grad(sigmoid_focal_loss, x, t, alpha, gamma, "none")
+    ref = _value_and_grad(sigmoid_focal_loss_reference, x.double(), t.double(), alpha, gamma)
+    for a, b in zip(ours, ref, strict=True):
+        torch.testing.assert_close(a.double(), b, rtol=2e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("gamma", GAMMAS)
+@pytest.mark.parametrize("alpha", ALPHAS)
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_from_labels_matches_eager_float64(native, gamma, alpha, reduction):
+    x, _, labels = _inputs(n=301, k=80, seed=2)
+    ours = _value_and_grad(sigmoid_focal_loss_from_labels, x, labels, alpha, gamma, reduction)
+    focal_backend.set_backend("eager")
+    ref = _value_and_grad(
+        sigmoid_focal_loss_from_labels, x.double(), labels, alpha, gamma, reduction
+    )
+    for a, b in zip(ours, ref, strict=True):
+        torch.testing.assert_close(a.double(), b, rtol=2e-5, atol=1e-6)
+    assert torch.all(ours[1][labels == -2] == 0)
+
+
+def test_native_path_is_taken(native, monkeypatch):
+    calls = []
+    real = focal_native.labels_backward
+
+    def spy(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(focal_native, "labels_backward", spy)
+    x, _, labels = _inputs()
+    _value_and_grad(sigmoid_focal_loss_from_labels, x, labels)
+    assert calls == [1]
+
+
+def test_extreme_logits_stay_finite_and_nan_propagates(native):
+    x = torch.tensor([[1e4, -1e4, 0.0, 88.0, -88.0, 30.0, -30.0, 1e-20]])
+    t = torch.tensor([[0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.5]])
+    for fn, arg in ((sigmoid_focal_loss, t), (sigmoid_focal_loss_from_labels, torch.tensor([2]))):
+        out, grad = _value_and_grad(fn, x, arg, reduction="none")
+        assert torch.isfinite(out).all() and torch.isfinite(grad).all()
+    ref = _value_and_grad(tv_sigmoid_focal_loss, x, t, reduction="none")
+    for a, b in zip(_value_and_grad(sigmoid_focal_loss, x, t, reduction="none"), ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-30)
+    x[0, 2] = float("nan")
+    out, grad = _value_and_grad(sigmoid_focal_loss, x, t, reduction="none")
+    assert out[0, 2].isnan() and grad[0, 2].isnan() and torch.isfinite(out[0, 3:]).all()
+    background = torch.tensor([-1])
+    out, grad = _value_and_grad(sigmoid_focal_loss_from_labels, x, background, reduction="none")
+    assert out[0, 2].isnan() and grad[0, 2].isnan()
+
+
+def test_results_do_not_depend_on_thread_count(native):
+    x, t, labels = _inputs(n=4000, k=80, seed=3)
+    before = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            results.append(
+                _value_and_grad(sigmoid_focal_loss_from_labels, x, labels)
+                + _value_and_grad(sigmoid_focal_loss, x, t, reduction="sum")
+            )
+    finally:
+        torch.set_num_threads(before)
+    for other in results[1:]:
+        for a, b in zip(results[0], other, strict=True):
+            assert torch.equal(a, b)
+
+
+def test_empty_and_noncontiguous_inputs(native):
+    x = torch.zeros(0, 80)
+    assert sigmoid_focal_loss_from_labels(x, torch.zeros(0, dtype=torch.int64)).item() == 0.0
+    assert sigmoid_focal_loss(x, x, reduction="sum").item() == 0.0
+    xb, tb, _ = _inputs(n=64, k=12)
+    xt, tt = xb.t(), tb.t()  # non-contiguous views
+    ours = _value_and_grad(sigmoid_focal_loss, xt, tt, reduction="none")
+    ref = _value_and_grad(tv_sigmoid_focal_loss, xt, tt, reduction="none")
+    for a, b in zip(ours, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=2e-5, atol=1e-6)
+
+
+def test_missing_compiler_warns_once_and_falls_back(native, monkeypatch, tmp_path):
+    monkeypatch.setattr(focal_native, "_state", {"lib": None, "tried": False, "error": None})
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("RETINA_CACHE_DIR", str(tmp_path / "cache"))
+    x, t, labels = _inputs()
+    with pytest.warns(RuntimeWarning, match="no C compiler"):
+        ours = _value_and_grad(sigmoid_focal_loss_from_labels, x, labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = _value_and_grad(sigmoid_focal_loss_from_labels, x, labels)
+    focal_backend.set_backend("eager")
+    ref = _value_and_grad(sigmoid_focal_loss_from_labels, x, labels)
+    for a, b, c in zip(ours, again, ref, strict=True):
+        assert torch.equal(a, c) and torch.equal(b, c)
+
+
+def test_build_is_cached_and_leaves_no_temporaries(monkeypatch, tmp_path):
+    monkeypatch.setenv("RETINA_CACHE_DIR", str(tmp_path))
+    cc = focal_native._compiler()
+    path = focal_native.build(cc)
+    assert path.parent == tmp_path and path.exists()
+    mtime = path.stat().st_mtime_ns
+    assert focal_native.build(cc) == path and path.stat().st_mtime_ns == mtime
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_failed_build_names_the_compiler_error(monkeypatch, tmp_path):
+    bad = tmp_path / "bad.c"
+    bad.write_text("this is not C\n")
+    monkeypatch.setattr(focal_native, "SOURCE", bad)
+    monkeypatch.setenv("RETINA_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(RuntimeError, match="failed: .*bad.c"):
+        focal_native.build(focal_native._compiler())
+    assert list((tmp_path / "cache").iterdir()) == []
