@@ -59,15 +59,20 @@ class FocalLoss:
         anchors: Tensor | None = None,
         per_image: bool = False,
     ) -> Tensor:
+        # fused_backward: the loss is always differentiated right after, so its gradient
+        # is computed in the same pass over the logits (native CPU kernels).
         if not per_image:
             return sigmoid_focal_loss_from_labels(
-                logits, labels, alpha=self.alpha, gamma=self.gamma, reduction="sum"
-            )
+                logits, labels, alpha=self.alpha, gamma=self.gamma, reduction="sum",
+                fused_backward=True,
+            )  # fmt: skip
         # One fused "sum" per image (views, no copies): materialising the (N, K) "none"
         # loss and its gradient costs more than the extra kernel calls.
         return torch.stack(
             [
-                sigmoid_focal_loss_from_labels(x, y, alpha=self.alpha, gamma=self.gamma)
+                sigmoid_focal_loss_from_labels(
+                    x, y, alpha=self.alpha, gamma=self.gamma, fused_backward=True
+                )
                 for x, y in zip(
                     logits.chunk(num_images), labels.chunk(num_images), strict=True
                 )

@@ -169,10 +169,16 @@ def sigmoid_focal_loss(
 # --------------------------------------------------------------------------- from labels
 class _SigmoidFocalFromLabels(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, labels, alpha, gamma, reduction):  # type: ignore[override]
+    def forward(ctx, logits, labels, alpha, gamma, reduction, fused):  # type: ignore[override]
         ctx.save_for_backward(logits, labels)
         ctx.params = (alpha, gamma, reduction)
-        if use_native(logits):
+        ctx.fused_grad = None
+        if fused and reduction != "none" and ctx.needs_input_grad[0] and use_native(logits):
+            # one pass for loss and gradient; the gradient waits for backward
+            loss, ctx.fused_grad = focal_native.labels_forward_backward(
+                logits, labels, alpha, gamma
+            )
+        elif use_native(logits):
             loss = focal_native.labels_forward(logits, labels, alpha, gamma, reduction != "none")
         else:
             fwd = kernel(fk.from_labels_forward)
@@ -184,11 +190,14 @@ class _SigmoidFocalFromLabels(torch.autograd.Function):
         logits, labels = ctx.saved_tensors
         alpha, gamma, reduction = ctx.params
         grad_out = grad_out * _mean_scale(logits, labels, reduction)
+        if ctx.fused_grad is not None:  # used once; a second backward recomputes
+            grad, ctx.fused_grad = ctx.fused_grad, None
+            return grad.mul_(grad_out.to(grad.dtype)), None, None, None, None, None
         if use_native(logits):
             grad = focal_native.labels_backward(logits, labels, alpha, gamma, grad_out)
         else:
             grad = kernel(fk.from_labels_backward)(logits, labels[:, None], alpha, gamma, grad_out)
-        return grad.to(logits.dtype), None, None, None, None
+        return grad.to(logits.dtype), None, None, None, None, None
 
 
 def _mean_scale(logits: Tensor, labels: Tensor, reduction: str) -> float:
@@ -204,6 +213,8 @@ def sigmoid_focal_loss_from_labels(
     alpha: float | None = 0.25,
     gamma: float = 2.0,
     reduction: str = "sum",
+    *,
+    fused_backward: bool = False,
 ) -> Tensor:
     """Sigmoid focal loss against integer labels, without materialising a one-hot target.
 
@@ -220,13 +231,20 @@ def sigmoid_focal_loss_from_labels(
         alpha, gamma: as in :func:`sigmoid_focal_loss`.
         reduction: "sum" (0-d), "mean" (sum / (num_non_ignored * K)) or "none" ((N, K),
             zero on ignored rows).
+        fused_backward: compute the gradient in the same pass as the loss and keep it for
+            the backward, instead of saving only the inputs and recomputing: one pass over
+            the logits instead of two, at the cost of holding one (N, K) float32 tensor from
+            forward to backward. Applies to the native float32 CPU kernels with a "sum" or
+            "mean" reduction when the logits need a gradient; ignored otherwise.
     """
     _check_logits(logits, ndim=2)
     _check_labels(logits, labels, low=-2)
     alpha = _check_alpha(alpha)
     gamma = _check_gamma(gamma)
     _check_reduction(reduction)
-    return _SigmoidFocalFromLabels.apply(logits, labels, alpha, gamma, reduction)
+    return _SigmoidFocalFromLabels.apply(
+        logits, labels, alpha, gamma, reduction, bool(fused_backward)
+    )
 
 
 # --------------------------------------------------------------------------- softmax FL

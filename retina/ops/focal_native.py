@@ -60,6 +60,7 @@ _SIGNATURES = {
     "retina_focal_dense_bwd": (_P, _P, _I64, _F, _INT, _F, _P, _F, _P, _INT),
     "retina_focal_labels_fwd": (_P, _P, _I64, _I64, _F, _INT, _F, _P, _P, _INT),
     "retina_focal_labels_bwd": (_P, _P, _I64, _I64, _F, _INT, _F, _P, _F, _P, _INT),
+    "retina_focal_labels_fused": (_P, _P, _I64, _I64, _F, _INT, _F, _P, _P, _INT),
 }
 
 
@@ -232,3 +233,21 @@ def labels_backward(
         None if g is None else g.data_ptr(), gs, out.data_ptr(), _threads(x.numel()),
     )  # fmt: skip
     return out
+
+
+def labels_forward_backward(
+    x: Tensor, labels: Tensor, alpha: float | None, gamma: float
+) -> tuple[Tensor, Tensor]:
+    """(float64 0-d sum of the loss, dFL/dx (N, K) float32) in one pass over x (N, K)."""
+    lib = _load()
+    x = x.contiguous()
+    labels = labels.to(torch.int64).contiguous()
+    n, k = x.shape
+    a, has_a = _alpha(alpha)
+    grad = torch.empty_like(x)
+    partial = torch.empty(n, dtype=torch.float64)
+    lib.retina_focal_labels_fused(
+        x.data_ptr(), labels.data_ptr(), n, k, a, has_a, float(gamma),
+        grad.data_ptr(), partial.data_ptr(), _threads(x.numel()),
+    )  # fmt: skip
+    return partial.sum(), grad

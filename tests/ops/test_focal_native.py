@@ -175,3 +175,34 @@ def test_failed_build_names_the_compiler_error(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match="failed: .*bad.c"):
         focal_native.build(focal_native._compiler())
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("gamma", GAMMAS)
+def test_fused_backward_equals_recomputed_backward(native, reduction, gamma):
+    x, _, labels = _inputs(n=700, k=80, seed=4)
+    weight = torch.tensor(0.37)
+    results = []
+    for fused in (False, True):
+        xr = x.clone().requires_grad_()
+        loss = sigmoid_focal_loss_from_labels(
+            xr, labels, 0.25, gamma, reduction, fused_backward=fused
+        )
+        (loss * weight).backward()
+        results.append((loss.detach(), xr.grad))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-6, atol=0)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-5, atol=1e-9)
+
+
+def test_fused_backward_twice_and_without_grad(native):
+    x, _, labels = _inputs(n=300, k=20, seed=5)
+    xr = x.clone().requires_grad_()
+    loss = sigmoid_focal_loss_from_labels(xr, labels, fused_backward=True)
+    loss.backward(retain_graph=True)
+    first = xr.grad.clone()
+    xr.grad = None
+    loss.backward()  # the kept gradient was consumed: recomputed from the inputs
+    torch.testing.assert_close(xr.grad, first, rtol=1e-5, atol=1e-9)
+    with torch.no_grad():
+        value = sigmoid_focal_loss_from_labels(x, labels, fused_backward=True)
+    torch.testing.assert_close(value, loss.detach())

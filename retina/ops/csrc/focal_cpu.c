@@ -331,21 +331,41 @@ INLINE float label_dz(float z, float gamma, const int mode) {
     return z != z ? z : g;
 }
 
+/* Both at once for the fused forward: returns FL and writes dFL/dz to *dz. */
+INLINE float label_loss_dz(float z, float w, float gamma, const int mode, float *dz) {
+    float a = z < 0.0f ? -z : z;
+    float e = exp_nonpos(-a);
+    float d = 1.0f / (1.0f + e);
+    float p = z >= 0.0f ? d : e * d;
+    float l1p = log1p_unit(e);
+    float sp = (z > 0.0f ? z : 0.0f) + l1p;
+    float loss = sp, g = p;
+    if (mode != G0) {
+        float q = z >= 0.0f ? e * d : d;
+        float logp = (z < 0.0f ? z : 0.0f) - l1p;
+        float pw = powm(p, logp, gamma, mode);
+        loss = pw * sp;
+        g = pw * (p + gamma * q * sp);
+    }
+    *dz = z != z ? z : g;
+    return z != z ? z : w * loss;
+}
+
 INLINE void labels_fwd_range_mode(const params_t *P, int64_t r0, int64_t r1, const int mode) {
-    const int64_t K = P->k;
+    const int32_t K = (int32_t)P->k;
     const float pos_w = P->has_alpha ? P->alpha : 1.0f;
     const float bg_w = P->has_alpha ? 1.0f - P->alpha : 1.0f;
     for (int64_t r = r0; r < r1; r++) {
-        const int64_t lab = P->labels[r];
+        const int32_t lab = P->labels[r] < -2 ? -2 : (int32_t)P->labels[r];
         const float *x = P->x + r * K;
         float *out = P->out ? P->out + r * K : NULL;
         float acc = 0.0f;
         if (lab < -1) { /* ignored anchor */
             if (out)
-                for (int64_t c = 0; c < K; c++) out[c] = 0.0f;
+                for (int32_t c = 0; c < K; c++) out[c] = 0.0f;
         } else if (out) {
 #pragma omp simd reduction(+ : acc)
-            for (int64_t c = 0; c < K; c++) {
+            for (int32_t c = 0; c < K; c++) {
                 float z = c == lab ? -x[c] : x[c];
                 float v = label_loss(z, c == lab ? pos_w : bg_w, P->gamma, mode);
                 out[c] = v;
@@ -353,7 +373,7 @@ INLINE void labels_fwd_range_mode(const params_t *P, int64_t r0, int64_t r1, con
             }
         } else {
 #pragma omp simd reduction(+ : acc)
-            for (int64_t c = 0; c < K; c++) {
+            for (int32_t c = 0; c < K; c++) {
                 float z = c == lab ? -x[c] : x[c];
                 acc += label_loss(z, c == lab ? pos_w : bg_w, P->gamma, mode);
             }
@@ -363,28 +383,28 @@ INLINE void labels_fwd_range_mode(const params_t *P, int64_t r0, int64_t r1, con
 }
 
 INLINE void labels_bwd_range_mode(const params_t *P, int64_t r0, int64_t r1, const int mode) {
-    const int64_t K = P->k;
+    const int32_t K = (int32_t)P->k;
     const float pos_s = -(P->has_alpha ? P->alpha : 1.0f); /* dz/dx = -1 at the label */
     const float bg_w = P->has_alpha ? 1.0f - P->alpha : 1.0f;
     for (int64_t r = r0; r < r1; r++) {
-        const int64_t lab = P->labels[r];
+        const int32_t lab = P->labels[r] < -2 ? -2 : (int32_t)P->labels[r];
         const float *x = P->x + r * K;
         float *out = P->out + r * K;
         if (lab < -1) {
-            for (int64_t c = 0; c < K; c++) out[c] = 0.0f;
+            for (int32_t c = 0; c < K; c++) out[c] = 0.0f;
             continue;
         }
         if (P->grad) {
             const float *gr = P->grad + r * K;
 #pragma omp simd
-            for (int64_t c = 0; c < K; c++) {
+            for (int32_t c = 0; c < K; c++) {
                 float z = c == lab ? -x[c] : x[c];
                 out[c] = gr[c] * (c == lab ? pos_s : bg_w) * label_dz(z, P->gamma, mode);
             }
         } else {
             const float ps = pos_s * P->grad_scalar, bs = bg_w * P->grad_scalar;
 #pragma omp simd
-            for (int64_t c = 0; c < K; c++) {
+            for (int32_t c = 0; c < K; c++) {
                 float z = c == lab ? -x[c] : x[c];
                 out[c] = (c == lab ? ps : bs) * label_dz(z, P->gamma, mode);
             }
@@ -392,8 +412,37 @@ INLINE void labels_bwd_range_mode(const params_t *P, int64_t r0, int64_t r1, con
     }
 }
 
+/* Forward and backward in one pass: partial[r] = the loss of row r, out = dFL/dx (for an
+ * upstream gradient of 1). */
+INLINE void labels_fused_range_mode(const params_t *P, int64_t r0, int64_t r1,
+                                    const int mode) {
+    const int32_t K = (int32_t)P->k;
+    const float pos_w = P->has_alpha ? P->alpha : 1.0f;
+    const float bg_w = P->has_alpha ? 1.0f - P->alpha : 1.0f;
+    for (int64_t r = r0; r < r1; r++) {
+        const int32_t lab = P->labels[r] < -2 ? -2 : (int32_t)P->labels[r];
+        const float *x = P->x + r * K;
+        float *out = P->out + r * K;
+        float acc = 0.0f;
+        if (lab < -1) {
+            for (int32_t c = 0; c < K; c++) out[c] = 0.0f;
+        } else {
+#pragma omp simd reduction(+ : acc)
+            for (int32_t c = 0; c < K; c++) {
+                int is_pos = c == lab;
+                float z = is_pos ? -x[c] : x[c];
+                float dz;
+                acc += label_loss_dz(z, is_pos ? pos_w : bg_w, P->gamma, mode, &dz);
+                out[c] = (is_pos ? -pos_w : bg_w) * dz;
+            }
+        }
+        P->partial[r] = (double)acc;
+    }
+}
+
 DISPATCH(labels_fwd, labels_fwd_range_mode)
 DISPATCH(labels_bwd, labels_bwd_range_mode)
+DISPATCH(labels_fused, labels_fused_range_mode)
 
 /* Forward over rows (n, k): out (n, k) (if out; 0 on ignored rows) and partial[r] = the sum
  * of row r (if partial). labels: >= 0 class, -1 background, -2 ignored. */
@@ -412,4 +461,13 @@ void retina_focal_labels_bwd(const float *x, const int64_t *labels, int64_t n, i
     params_t P = {x, NULL, labels, grad, grad_scalar, out, NULL, n, k, alpha, has_alpha,
                   gamma, gamma_mode(gamma)};
     run_parallel(&P, labels_bwd_pick(P.mode), n, nthreads);
+}
+
+/* The fused forward: partial[r] = the loss of row r and out (n, k) = dFL/dx, one pass. */
+void retina_focal_labels_fused(const float *x, const int64_t *labels, int64_t n, int64_t k,
+                               float alpha, int has_alpha, float gamma, float *out,
+                               double *partial, int nthreads) {
+    params_t P = {x, NULL, labels, NULL, 0.0f, out, partial, n, k, alpha, has_alpha, gamma,
+                  gamma_mode(gamma)};
+    run_parallel(&P, labels_fused_pick(P.mode), n, nthreads);
 }
