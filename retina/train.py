@@ -12,14 +12,16 @@ The run directory holds ``checkpoints/`` (``last.pt`` = newest), ``tensorboard/`
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from retina.config import exit_on_user_error, run_cli, validate_config
+from retina import config as _config
+from retina.config import exit_on_user_error, one_line, run_cli, user_errors, validate_config
 
 log = logging.getLogger("retina.train")
 
@@ -63,18 +65,60 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 
 
+_failed_jobs: list[str] = []
+
+
+def _record_failed_job(cfg: DictConfig, run_dir: Path, job: str, exc: BaseException) -> None:
+    """One job of a sweep failed on bad input or diverged: say so on stderr and in the job's
+    log, and write ``metrics.json`` with ``status`` and ``error`` (``retina-report`` lists the
+    job as failed), so that the sweep goes on with its other jobs."""
+    from retina.engine.logging import write_metrics_json
+    from retina.engine.trainer import NonFiniteLossError
+
+    message = one_line(exc)
+    status = "diverged" if isinstance(exc, NonFiniteLossError) else "failed"
+    log.error("job %s %s: %s", job, status, message)
+    sys.stderr.write(f"retina-train: job {job} {status}: {message}\n")
+    try:
+        config = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # noqa: BLE001 - an unresolvable config is itself the failure
+        config = {}
+    try:
+        write_metrics_json(run_dir / "metrics.json", {}, config, status=status, error=message)
+    except Exception as err:  # noqa: BLE001 - the job already failed; keep the sweep going
+        log.error("could not write %s: %s", run_dir / "metrics.json", err)
+    _failed_jobs.append(job)
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _app(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode == RunMode.MULTIRUN and not _config._traceback_requested:
+        try:
+            metrics = train(cfg, run_dir)
+        except user_errors() as exc:
+            _record_failed_job(cfg, run_dir, str(hydra_cfg.job.num), exc)
+            return None
+        return metrics.get("AP")
     with exit_on_user_error("retina-train"):
-        metrics = train(cfg, HydraConfig.get().runtime.output_dir)
+        metrics = train(cfg, run_dir)
     return metrics.get("AP")  # the objective for Hydra sweepers
 
 
 def main() -> None:
-    """Console entry point ``retina-train``."""
+    """Console entry point ``retina-train``. A sweep (``-m``) runs all of its jobs even when
+    some fail, then exits with status 1 if any did."""
     run_cli(_app, "retina-train")
+    if _failed_jobs:
+        sys.stderr.write(
+            f"retina-train: {len(_failed_jobs)} job(s) of the sweep failed: "
+            f"{', '.join(_failed_jobs)} (see each job's metrics.json)\n"
+        )
+        sys.exit(1)
 
 
 if __name__ == "__main__":

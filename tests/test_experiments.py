@@ -152,6 +152,28 @@ def test_two_by_two_sweep_through_the_cli_and_report(tmp_path: Path):
     assert (sweep_dir / "heatmap.png").is_file() and (sweep_dir / "table.csv").is_file()
 
 
+def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path):
+    """Two jobs that fail validation: both run, both are recorded, the exit status is 1."""
+    sweep_dir = tmp_path / "sweep"
+    overrides = ["+experiment=prior_init", "loss=ce", "model.prior_prob=0.01",
+                 f"hydra.sweep.dir={sweep_dir}", "optim.base_lr=-1,-2", "train.device=cpu"]
+    proc = subprocess.run([sys.executable, "-m", "retina.train", "-m", *overrides],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert "job 0 failed: " in proc.stderr and "job 1 failed: " in proc.stderr
+    assert "2 job(s) of the sweep failed: 0, 1" in proc.stderr
+    for job, lr in ((0, -1), (1, -2)):
+        data = json.loads((sweep_dir / str(job) / "metrics.json").read_text())
+        assert data["status"] == "failed" and "base_lr" in data["error"]
+        assert data["config"]["optim"]["base_lr"] == lr
+    from retina.report_runs import collect_runs
+
+    runs = collect_runs(sweep_dir)
+    assert [r.status for r in runs] == ["failed", "failed"]
+    assert "base_lr" in runs[0].reason
+
+
 def test_slurm_preset_composes_when_the_cluster_extra_is_installed():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs '.[cluster]'")
     cfg = _compose(["+experiment=table1b_gamma_alpha", "scale=paper", "hydra/launcher=slurm_paper",
