@@ -84,11 +84,16 @@ def cases(x, targets, labels):
     def ours_labels(xr):
         sigmoid_focal_loss_from_labels(xr, labels, reduction="sum").backward()
 
+    def ours_labels_fused(xr):
+        loss = sigmoid_focal_loss_from_labels(xr, labels, reduction="sum", fused_backward=True)
+        loss.backward()
+
     return {
         "torchvision dense": tv_dense,
         "sigmoid_focal_loss": ours_dense,
         "torchvision one-hot": tv_labels,
         "from_labels": ours_labels,
+        "from_labels fused_backward": ours_labels_fused,
     }
 
 
@@ -195,8 +200,13 @@ def run_device(device: str, backend: str, repeats: int) -> dict:
         peak = cpu_peak(name, backend) if device == "cpu" else cuda_peak(fn, x)
         timings[name]["peak_extra_mib"] = None if peak is None else peak / 2**20
     # Minimum float32 traffic of forward+backward: dense reads logits and targets twice and
-    # writes the gradient (20 B/element); from_labels reads logits twice, writes it (12 B).
-    for name, per_elem in (("sigmoid_focal_loss", 20), ("from_labels", 12)):
+    # writes the gradient (20 B/element); from_labels reads logits twice, writes it (12 B);
+    # fused_backward reads the logits once and writes the gradient (8 B).
+    for name, per_elem in (
+        ("sigmoid_focal_loss", 20),
+        ("from_labels", 12),
+        ("from_labels fused_backward", 8),
+    ):
         moved = x.numel() * per_elem
         timings[name]["achieved_GBps"] = moved / timings[name]["median_s"] / 1e9
     return {"device": device, "backend": backend, "shape": [n, k], "cases": timings}
@@ -213,8 +223,9 @@ def table(results: list[dict]) -> str:
         for ours, base in (
             ("sigmoid_focal_loss", "torchvision dense"),
             ("from_labels", "torchvision one-hot"),
+            ("from_labels fused_backward", "torchvision one-hot"),
         ):
-            for name in (base, ours):
+            for name in (base, ours) if ours != "from_labels fused_backward" else (ours,):
                 r = c[name]
                 speed = c[base]["median_s"] / r["median_s"]
                 mem = r["peak_extra_mib"]
