@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, float]] = {}
     print(f"device={args.device} batch={batch} {height}x{width} amp={amp} "
           f"classes={args.num_classes} threads={torch.get_num_threads()}", flush=True)  # fmt: skip
-    small = max(5, 2 * reps)
+    small = max(15, 2 * reps)  # cheap tasks: more repetitions against machine noise
     plan = [
         ("loss_assign", {"tv": loss_tv, "ours": loss_ours}, small),
         ("postprocess", {"tv": post_tv, "ours": post_ours}, small),
