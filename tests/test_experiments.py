@@ -174,6 +174,24 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path):
     assert "base_lr" in runs[0].reason
 
 
+def test_a_diverged_job_is_recorded_as_diverged(tmp_path: Path, monkeypatch, capsys):
+    from retina import train as train_module
+    from retina.engine.trainer import NonFiniteLossError
+    from retina.report_runs import read_run
+
+    monkeypatch.setattr(train_module, "_failed_jobs", [])
+    cfg = OmegaConf.create({"optim": {"base_lr": 10.0}, "lr": "${optim.base_lr}"})
+    err = NonFiniteLossError("stopping at iteration 19: 5 non-finite losses in a row")
+    train_module._record_failed_job(cfg, tmp_path, "1", err)
+    data = json.loads((tmp_path / "metrics.json").read_text())
+    assert data["status"] == "diverged" and data["config"]["lr"] == 10.0
+    assert "iteration 19" in data["error"]
+    assert "job 1 diverged: stopping at iteration 19" in capsys.readouterr().err
+    assert train_module._failed_jobs == ["1"]
+    run = read_run(tmp_path)
+    assert run.status == "failed" and "iteration 19" in run.reason
+
+
 def test_slurm_preset_composes_when_the_cluster_extra_is_installed():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs '.[cluster]'")
     cfg = _compose(["+experiment=table1b_gamma_alpha", "scale=paper", "hydra/launcher=slurm_paper",
