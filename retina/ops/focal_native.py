@@ -158,6 +158,14 @@ def _alpha(alpha: float | None) -> tuple[float, int]:
     return (0.0, 0) if alpha is None else (float(alpha), 1)
 
 
+def _inputs(
+    x: Tensor, other: Tensor, dtype: torch.dtype, alpha: float | None, gamma: float
+) -> tuple[ctypes.CDLL, Tensor, Tensor, float, int, float]:
+    """(library, contiguous x, contiguous ``other`` in ``dtype``, alpha, has_alpha, gamma)."""
+    a, has_a = _alpha(alpha)
+    return _load(), x.contiguous(), other.to(dtype).contiguous(), a, has_a, float(gamma)
+
+
 def _grad_args(grad: Tensor, like: Tensor) -> tuple[Tensor | None, float]:
     """(elementwise float32 grad or None, scalar grad)."""
     if grad.dim() == 0:
@@ -169,15 +177,12 @@ def dense_forward(
     x: Tensor, t: Tensor, alpha: float | None, gamma: float, reduce_sum: bool
 ) -> Tensor:
     """FL(x, t) elementwise (float32, x's shape), or its float64 0-d sum when ``reduce_sum``."""
-    lib = _load()
-    x = x.contiguous()
-    t = t.to(torch.float32).contiguous()
+    lib, x, t, a, has_a, gamma = _inputs(x, t, torch.float32, alpha, gamma)
     n = x.numel()
-    a, has_a = _alpha(alpha)
     out = None if reduce_sum else torch.empty_like(x)
     partial = torch.empty((n + DENSE_BLOCK - 1) // DENSE_BLOCK, dtype=torch.float64)
     lib.retina_focal_dense_fwd(
-        x.data_ptr(), t.data_ptr(), n, a, has_a, float(gamma),
+        x.data_ptr(), t.data_ptr(), n, a, has_a, gamma,
         None if out is None else out.data_ptr(), partial.data_ptr(), _threads(n),
     )  # fmt: skip
     return partial.sum() if reduce_sum else out
@@ -185,15 +190,12 @@ def dense_forward(
 
 def dense_backward(x: Tensor, t: Tensor, alpha: float | None, gamma: float, grad: Tensor) -> Tensor:
     """dFL/dx * grad (float32, x's shape); ``grad`` 0-d or broadcastable to x."""
-    lib = _load()
-    x = x.contiguous()
-    t = t.to(torch.float32).contiguous()
+    lib, x, t, a, has_a, gamma = _inputs(x, t, torch.float32, alpha, gamma)
     n = x.numel()
-    a, has_a = _alpha(alpha)
     g, gs = _grad_args(grad, x)
     out = torch.empty_like(x)
     lib.retina_focal_dense_bwd(
-        x.data_ptr(), t.data_ptr(), n, a, has_a, float(gamma),
+        x.data_ptr(), t.data_ptr(), n, a, has_a, gamma,
         None if g is None else g.data_ptr(), gs, out.data_ptr(), _threads(n),
     )  # fmt: skip
     return out
@@ -203,15 +205,12 @@ def labels_forward(
     x: Tensor, labels: Tensor, alpha: float | None, gamma: float, reduce_sum: bool
 ) -> Tensor:
     """Focal loss of x (N, K) against labels (N,): (N, K) float32, or a float64 0-d sum."""
-    lib = _load()
-    x = x.contiguous()
-    labels = labels.to(torch.int64).contiguous()
+    lib, x, labels, a, has_a, gamma = _inputs(x, labels, torch.int64, alpha, gamma)
     n, k = x.shape
-    a, has_a = _alpha(alpha)
     out = None if reduce_sum else torch.empty_like(x)
     partial = torch.empty(n, dtype=torch.float64)
     lib.retina_focal_labels_fwd(
-        x.data_ptr(), labels.data_ptr(), n, k, a, has_a, float(gamma),
+        x.data_ptr(), labels.data_ptr(), n, k, a, has_a, gamma,
         None if out is None else out.data_ptr(), partial.data_ptr(), _threads(x.numel()),
     )  # fmt: skip
     return partial.sum() if reduce_sum else out
@@ -221,15 +220,12 @@ def labels_backward(
     x: Tensor, labels: Tensor, alpha: float | None, gamma: float, grad: Tensor
 ) -> Tensor:
     """dFL/dx * grad for x (N, K) and labels (N,); ``grad`` 0-d or (N, K)."""
-    lib = _load()
-    x = x.contiguous()
-    labels = labels.to(torch.int64).contiguous()
+    lib, x, labels, a, has_a, gamma = _inputs(x, labels, torch.int64, alpha, gamma)
     n, k = x.shape
-    a, has_a = _alpha(alpha)
     g, gs = _grad_args(grad, x)
     out = torch.empty_like(x)
     lib.retina_focal_labels_bwd(
-        x.data_ptr(), labels.data_ptr(), n, k, a, has_a, float(gamma),
+        x.data_ptr(), labels.data_ptr(), n, k, a, has_a, gamma,
         None if g is None else g.data_ptr(), gs, out.data_ptr(), _threads(x.numel()),
     )  # fmt: skip
     return out
@@ -239,15 +235,12 @@ def labels_forward_backward(
     x: Tensor, labels: Tensor, alpha: float | None, gamma: float
 ) -> tuple[Tensor, Tensor]:
     """(float64 0-d sum of the loss, dFL/dx (N, K) float32) in one pass over x (N, K)."""
-    lib = _load()
-    x = x.contiguous()
-    labels = labels.to(torch.int64).contiguous()
+    lib, x, labels, a, has_a, gamma = _inputs(x, labels, torch.int64, alpha, gamma)
     n, k = x.shape
-    a, has_a = _alpha(alpha)
     grad = torch.empty_like(x)
     partial = torch.empty(n, dtype=torch.float64)
     lib.retina_focal_labels_fused(
-        x.data_ptr(), labels.data_ptr(), n, k, a, has_a, float(gamma),
+        x.data_ptr(), labels.data_ptr(), n, k, a, has_a, gamma,
         grad.data_ptr(), partial.data_ptr(), _threads(x.numel()),
     )  # fmt: skip
     return partial.sum(), grad
