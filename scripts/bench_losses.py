@@ -18,10 +18,15 @@ backward kernels, i.e. the first call's compile time. For the native backend the
 is built beforehand into an empty cache folder and that cold build time is reported
 (``native_build_s``); later processes load it from the cache.
 
-Backends: ``native`` (fused C kernels, the default ``auto`` on CPU), ``eager`` (ATen ops),
-``compile`` (``torch.compile``).
+Backends: ``native`` (the default ``auto``: fused C kernels on CPU, Triton kernels on CUDA),
+``eager`` (ATen ops), ``compile`` (``torch.compile``).
+
+On CUDA the achieved bandwidth (the minimum bytes each case must move, over its time) is
+reported beside the device-to-device copy bandwidth measured in the same process
+(``copy_GBps``: bytes read plus written by a large ``Tensor.copy_``), the practical limit.
 
 Usage: python scripts/bench_losses.py [--out bench_results/losses.json] [--repeats 5]
+       [--backends native,eager,compile] [--devices cpu,cuda]
 """
 
 from __future__ import annotations
@@ -190,6 +195,19 @@ def cold_native_build() -> float | None:
                 os.environ["RETINA_CACHE_DIR"] = before
 
 
+def copy_bandwidth(device: str, numel: int = 1 << 28, repeats: int = 10) -> float:
+    """GB/s of a device-to-device float32 copy, counting bytes read and written."""
+    src = torch.empty(numel, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        dst.copy_(src)
+    _sync(device)
+    return 2 * src.numel() * 4 * repeats / (time.perf_counter() - t0) / 1e9
+
+
 def run_device(device: str, backend: str, repeats: int) -> dict:
     focal_backend.set_backend(backend)
     n, k = CPU_SHAPE if device == "cpu" else (CUDA_ANCHORS, 80)
@@ -239,12 +257,28 @@ def table(results: list[dict]) -> str:
     return "\n".join(rows)
 
 
+def bandwidth_table(results: list[dict], copy_gbps: float) -> str:
+    """Achieved GB/s of our CUDA cases against the copy bandwidth."""
+    rows = ["| backend | loss | achieved GB/s | copy GB/s / achieved |", "|---|---|---|---|"]
+    for res in results:
+        if res["device"] != "cuda":
+            continue
+        for name, r in res["cases"].items():
+            if "achieved_GBps" in r:
+                gbps = r["achieved_GBps"]
+                rows.append(f"| {res['backend']} | {name} | {gbps:.0f} | {copy_gbps / gbps:.2f} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("bench_results/losses.json"))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--backends", default="native,eager")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--devices", default=None, help="cpu,cuda (default: cpu, and cuda when available)"
+    )
     parser.add_argument("--peak-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--backend", default="eager", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -260,17 +294,29 @@ def main() -> None:
     for backend in backends:
         if backend not in ("native", "eager", "compile"):
             parser.error(f"--backends: unknown backend {backend!r} (native, eager, compile)")
-    if "native" in backends:
+    default_devices = "cpu,cuda" if torch.cuda.is_available() else "cpu"
+    devices = (args.devices or default_devices).split(",")
+    for device in devices:
+        if device not in ("cpu", "cuda"):
+            parser.error(f"--devices: unknown device {device!r} (cpu, cuda)")
+    if "cuda" in devices and not torch.cuda.is_available():
+        parser.error("--devices cuda: no CUDA device is available")
+    if "native" in backends and "cpu" in devices:
         meta["native_build_s"] = cold_native_build()
+    if "cuda" in devices:
+        meta["cuda_device"] = torch.cuda.get_device_name()
+        meta["copy_GBps"] = copy_bandwidth("cuda")
     for backend in backends:
-        results.append(run_device("cpu", backend, args.repeats))
-        if torch.cuda.is_available() and backend != "native":  # native kernels are CPU-only
-            results.append(run_device("cuda", backend, args.repeats))
+        for device in devices:
+            results.append(run_device(device, backend, args.repeats))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     print(table(results))
     if "native_build_s" in meta:
         print(f"\nnative: cold build of the C library {meta['native_build_s']:.1f} s")
+    if "copy_GBps" in meta:
+        print(f"\n{meta['cuda_device']}: device-to-device copy {meta['copy_GBps']:.0f} GB/s")
+        print(bandwidth_table(results, meta["copy_GBps"]))
     print(f"\nwrote {args.out}")
 
 

@@ -172,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-classes", type=int, default=91)
     p.add_argument("--amp", default=None, choices=["none", "bf16", "fp16"])
     p.add_argument("--channels-last", action="store_true", help="both models channels_last")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the backbone, FPN and heads of both models (what "
+                        "train.compile does for ours)")  # fmt: skip
     p.add_argument("--reps", type=int, default=None, help="timed repetitions of the big tasks")
     p.add_argument("--size-divisibility", type=int, default=None,
                    help="our padding multiple (default: 128 on CPU, 32 on CUDA = torchvision's,"
@@ -202,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.channels_last:
         tv.to(memory_format=torch.channels_last)
         ours.to(memory_format=torch.channels_last)
+    if args.compile:
+        for part in (tv.backbone, tv.head, ours.backbone, ours.fpn, ours.head):
+            part.compile()
     images, targets = make_batch(batch, height, width, args.num_classes, device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
 
@@ -244,6 +250,11 @@ def main(argv: list[str] | None = None) -> int:
         tv_images, tv_targets = tv.transform(images, targets)
         tv_feats = list(tv.backbone(tv_images.tensors).values())
         tv_head = tv.head(tv_feats)
+    # postprocessing runs on float32 head outputs for both models (torchvision's NMS has no
+    # bfloat16 kernel)
+    logits_f, deltas_f = logits.float(), deltas.float()
+    tv_feats_f = [f.float() for f in tv_feats]
+    tv_head_f = {k: v.float() for k, v in tv_head.items()}
     grids = [tuple(f.shape[-2:]) for f in feats]
     counts = ours.anchor_generator.num_anchors_per_level(grids)
 
@@ -264,14 +275,15 @@ def main(argv: list[str] | None = None) -> int:
 
     def post_ours():
         anchors = ours.anchor_generator(grids, device)
-        return ours.inference(logits, deltas, anchors, counts, sizes)
+        return ours.inference(logits_f, deltas_f, anchors, counts, sizes)
 
     def post_tv():
-        anchors = tv.anchor_generator(ImageList(tv_images.tensors, tv_images.image_sizes), tv_feats)
-        hw = [f.shape[-2] * f.shape[-1] for f in tv_feats]
-        a = tv_head["cls_logits"].shape[1] // sum(hw)
+        image_list = ImageList(tv_images.tensors.float(), tv_images.image_sizes)
+        anchors = tv.anchor_generator(image_list, tv_feats_f)
+        hw = [f.shape[-2] * f.shape[-1] for f in tv_feats_f]
+        a = tv_head_f["cls_logits"].shape[1] // sum(hw)
         split = [n * a for n in hw]
-        heads = {k: list(v.split(split, dim=1)) for k, v in tv_head.items()}
+        heads = {k: list(v.split(split, dim=1)) for k, v in tv_head_f.items()}
         anchors = [list(t.split(split)) for t in anchors]
         dets = tv.postprocess_detections(heads, anchors, tv_images.image_sizes)
         return tv.transform.postprocess(dets, tv_images.image_sizes, [(height, width)] * batch)
@@ -310,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "batch": batch, "height": height, "width": width, "amp": amp,
         "num_classes": args.num_classes, "channels_last": args.channels_last,
+        "compile": args.compile,
         "size_divisibility": div, "threads": torch.get_num_threads(),
         "loss_normalizer": args.normalizer,
         "seconds": results, "peak_memory_mib": memory,
@@ -325,7 +338,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def markdown(r: dict) -> str:
     head = (f"{r['device']}, torch {r['torch']}, batch {r['batch']} at {r['height']}x{r['width']},"
-            f" AMP {r['amp']}, {r['num_classes']} classes")  # fmt: skip
+            f" AMP {r['amp']}, {r['num_classes']} classes"
+            + (", channels_last" if r.get("channels_last") else "")
+            + (", compiled" if r.get("compile") else ""))  # fmt: skip
     lines = [head, "", "| measure | torchvision | ours | torchvision / ours |", "|---|---|---|---|"]
     for k, v in r["seconds"].items():
         lines.append(f"| {k} (s) | {v['tv']:.4f} | {v['ours']:.4f} | {v['tv'] / v['ours']:.2f}x |")

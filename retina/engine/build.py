@@ -228,12 +228,20 @@ def load_resume_state(model: nn.Module, directory: Path) -> dict[str, Any] | Non
 
 
 def wrap_model(model: nn.Module, device: torch.device, dist: DistInfo, compile: bool) -> nn.Module:
-    """DistributedDataParallel under ``torchrun``, then ``torch.compile`` if asked."""
-    net = model
+    """``torch.compile`` the dense part if asked, then DistributedDataParallel under torchrun.
+
+    Compiling compiles the backbone, FPN and heads in place (``nn.Module.compile``: the
+    parameter names and checkpoints do not change). Anchor matching, the loss and
+    postprocessing stay eager: they depend on the number of boxes per image, which would
+    make the compiler break graphs and recompile at every new count.
+    """
+    if compile:
+        for part in (model.backbone, model.fpn, model.head):
+            part.compile()
     if dist.is_distributed:
         ids = [device.index] if device.type == "cuda" else None
-        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    return torch.compile(net) if compile else net
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return model
 
 
 def build_training_run(cfg: DictConfig, run_dir: Path, dist: DistInfo) -> TrainingRun:

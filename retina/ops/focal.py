@@ -3,9 +3,10 @@
 Each public function validates its arguments, then runs a ``torch.autograd.Function``
 whose forward evaluates the loss from logits in one kernel and whose backward recomputes
 the analytic gradient from the saved *inputs* only, so no (N, K) intermediate outlives the
-forward pass. Float32 CPU inputs of the sigmoid losses run the fused C kernels of
-:mod:`retina.ops.focal_native` (one pass over memory each way); everything else runs the
-ATen kernels of :mod:`retina.ops.focal_kernels`, eagerly or compiled (see
+forward pass. The sigmoid losses run one-pass fused kernels (one pass over memory each
+way): the C kernels of :mod:`retina.ops.focal_native` on float32 CPU inputs, the Triton
+kernels of :mod:`retina.ops.focal_triton` on CUDA inputs; everything else runs the ATen
+kernels of :mod:`retina.ops.focal_kernels`, eagerly or compiled (see
 :mod:`retina.ops.focal_backend`).
 The readable formulas these are tested against live in :mod:`retina.ops.focal_reference`.
 
@@ -21,8 +22,7 @@ import torch
 from torch import Tensor
 
 from retina.ops import focal_kernels as fk
-from retina.ops import focal_native
-from retina.ops.focal_backend import kernel, use_native
+from retina.ops.focal_backend import fused_module, kernel
 
 _REDUCTIONS = ("none", "mean", "sum")
 
@@ -103,9 +103,10 @@ class _SigmoidFocal(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, targets, alpha, gamma, reduction):  # type: ignore[override]
         ctx.save_for_backward(logits, targets)
-        if use_native(logits):  # one C pass; exact for hard and soft targets alike
-            ctx.params = (alpha, gamma, reduction, "native")
-            loss = focal_native.dense_forward(logits, targets, alpha, gamma, reduction != "none")
+        fused = fused_module(logits)
+        if fused is not None:  # one pass; exact for hard and soft targets alike
+            ctx.params = (alpha, gamma, reduction, fused)
+            loss = fused.dense_forward(logits, targets, alpha, gamma, reduction != "none")
         else:
             hard = _all_zero_or_one(targets)
             ctx.params = (alpha, gamma, reduction, hard)
@@ -121,9 +122,9 @@ class _SigmoidFocal(torch.autograd.Function):
         alpha, gamma, reduction, hard = ctx.params
         if reduction == "mean":
             grad_out = grad_out / max(logits.numel(), 1)
-        if hard == "native" and not ctx.needs_input_grad[1]:
-            gx = focal_native.dense_backward(logits, targets, alpha, gamma, grad_out)
-            return gx, None, None, None, None
+        if not isinstance(hard, bool) and not ctx.needs_input_grad[1]:  # a fused module
+            gx = hard.dense_backward(logits, targets, alpha, gamma, grad_out)
+            return gx.to(logits.dtype), None, None, None, None
         if hard is True and not ctx.needs_input_grad[1]:
             gx = kernel(fk.hard_focal_backward)(logits, targets, alpha, gamma, grad_out)
             return gx.to(logits.dtype), None, None, None, None
@@ -173,13 +174,12 @@ class _SigmoidFocalFromLabels(torch.autograd.Function):
         ctx.save_for_backward(logits, labels)
         ctx.params = (alpha, gamma, reduction)
         ctx.fused_grad = None
-        if fused and reduction != "none" and ctx.needs_input_grad[0] and use_native(logits):
+        impl = fused_module(logits)
+        if impl is not None and fused and reduction != "none" and ctx.needs_input_grad[0]:
             # one pass for loss and gradient; the gradient waits for backward
-            loss, ctx.fused_grad = focal_native.labels_forward_backward(
-                logits, labels, alpha, gamma
-            )
-        elif use_native(logits):
-            loss = focal_native.labels_forward(logits, labels, alpha, gamma, reduction != "none")
+            loss, ctx.fused_grad = impl.labels_forward_backward(logits, labels, alpha, gamma)
+        elif impl is not None:
+            loss = impl.labels_forward(logits, labels, alpha, gamma, reduction != "none")
         else:
             fwd = kernel(fk.from_labels_forward)
             loss = fwd(logits, labels[:, None], alpha, gamma, reduction != "none")
@@ -193,8 +193,9 @@ class _SigmoidFocalFromLabels(torch.autograd.Function):
         if ctx.fused_grad is not None:  # used once; a second backward recomputes
             grad, ctx.fused_grad = ctx.fused_grad, None
             return grad.mul_(grad_out.to(grad.dtype)), None, None, None, None, None
-        if use_native(logits):
-            grad = focal_native.labels_backward(logits, labels, alpha, gamma, grad_out)
+        impl = fused_module(logits)
+        if impl is not None:
+            grad = impl.labels_backward(logits, labels, alpha, gamma, grad_out)
         else:
             grad = kernel(fk.from_labels_backward)(logits, labels[:, None], alpha, gamma, grad_out)
         return grad.to(logits.dtype), None, None, None, None, None
@@ -221,7 +222,7 @@ def sigmoid_focal_loss_from_labels(
     One fused kernel forms the target as the broadcast comparison ``labels[:, None] ==
     arange(K)`` and sums the elementwise loss of every non-ignored entry (no difference of
     large sums, so confident positives cannot cancel a small background loss). In the
-    native C kernels and compiled, the comparison is fused into the loop and nothing of
+    fused C and Triton kernels and compiled, the comparison is fused into the loop and nothing of
     size (N, K) besides the output gradient is materialised; with the eager ATen kernels it
     exists per row chunk only (bounded by ``focal_backend.EAGER_CHUNK_NUMEL``).
 
@@ -233,9 +234,10 @@ def sigmoid_focal_loss_from_labels(
             zero on ignored rows).
         fused_backward: compute the gradient in the same pass as the loss and keep it for
             the backward, instead of saving only the inputs and recomputing: one pass over
-            the logits instead of two, at the cost of holding one (N, K) float32 tensor from
-            forward to backward. Applies to the native float32 CPU kernels with a "sum" or
-            "mean" reduction when the logits need a gradient; ignored otherwise.
+            the logits instead of two, at the cost of holding one (N, K) gradient tensor from
+            forward to backward. Applies to the fused kernels (float32 CPU; float32, float16
+            or bfloat16 CUDA) with a "sum" or "mean" reduction when the logits need a
+            gradient; ignored otherwise.
     """
     _check_logits(logits, ndim=2)
     _check_labels(logits, labels, low=-2)

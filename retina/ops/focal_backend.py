@@ -1,18 +1,19 @@
 """Chooses how the focal-loss kernels run: native C, eager ATen, or fused by ``torch.compile``.
 
-- ``"native"``: float32 CPU inputs of :func:`~retina.ops.sigmoid_focal_loss` and
-  :func:`~retina.ops.sigmoid_focal_loss_from_labels` run the fused C kernels of
-  :mod:`retina.ops.focal_native` (one pass over memory per forward or backward; built with
-  the system C compiler on first use, about 3 s, then cached). Everything else (CUDA,
-  float64, half precision, soft targets that need a gradient, FL*) runs eagerly.
+- ``"native"``: :func:`~retina.ops.sigmoid_focal_loss` and
+  :func:`~retina.ops.sigmoid_focal_loss_from_labels` run one-pass fused kernels: on float32
+  CPU inputs the C kernels of :mod:`retina.ops.focal_native` (built with the system C
+  compiler on first use, about 3 s, then cached), on float32/float16/bfloat16 CUDA inputs
+  the Triton kernels of :mod:`retina.ops.focal_triton`. Everything else (float64, CPU half
+  precision, soft targets that need a gradient, FL*, softmax FL) runs eagerly.
 - ``"eager"`` never compiles (always works): the kernels of :mod:`retina.ops.focal_kernels`
   as a few fused ATen ops on bounded row chunks of about ``EAGER_CHUNK_NUMEL`` elements.
 - ``"compile"`` compiles every kernel call with ``torch.compile`` (Inductor fuses each into
   one loop; C++ compiler on CPU, Triton on CUDA); tens of seconds on the first call, so
   opt-in. If compilation fails once it falls back to eager for the rest of the process and
   warns.
-- ``"auto"`` (default) is ``"native"`` where the C library builds, ``"eager"`` otherwise
-  (a missing compiler gives one warning, never an error).
+- ``"auto"`` (default) is ``"native"`` where the C library builds or Triton imports,
+  ``"eager"`` otherwise (a missing compiler gives one warning, never an error).
 
 Select with :func:`set_backend` or the ``RETINA_FOCAL_BACKEND`` environment variable
 (read on first use). Kernels are compiled with ``dynamic=True`` (one compilation serves
@@ -25,6 +26,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -49,13 +51,22 @@ def get_backend() -> str:
     return _state["backend"]
 
 
-def use_native(x: torch.Tensor) -> bool:
-    """Whether a focal loss on ``x`` runs the native C kernels (float32 CPU, not tracing)."""
+def fused_module(x: torch.Tensor) -> ModuleType | None:
+    """The one-pass kernels for a focal loss on ``x``, or None for the ATen kernels.
+
+    :mod:`retina.ops.focal_native` (C) for float32 CPU tensors and
+    :mod:`retina.ops.focal_triton` for float32/float16/bfloat16 CUDA tensors, under the
+    ``auto`` and ``native`` backends and when not being traced by ``torch.compile``.
+    """
     if get_backend() not in ("auto", "native") or torch.compiler.is_compiling():
-        return False
+        return None
+    if x.is_cuda:
+        from retina.ops import focal_triton
+
+        return focal_triton if focal_triton.supports(x) else None
     from retina.ops import focal_native
 
-    return focal_native.supports(x)
+    return focal_native if focal_native.supports(x) else None
 
 
 def kernel(fn: Callable[..., Any]) -> Callable[..., Any]:
