@@ -126,6 +126,17 @@ def _metrics_from(data: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def brief(text: str, limit: int = 160) -> str:
+    """``text`` up to its first ``;`` (the cause, not the advice), at most ``limit`` characters
+    and then cut at a word boundary with an ellipsis."""
+    text = " ".join(text.split())
+    head = text.split("; ", 1)[0]
+    if len(head) <= limit:
+        return head
+    cut = head[: limit - 1].rsplit(" ", 1)[0]
+    return cut + "…"
+
+
 def _log_reason(job_dir: Path) -> tuple[str, bool]:
     """(reason, is_error) from the job's Hydra log: its last error line, else its last line."""
     last = ""
@@ -137,9 +148,9 @@ def _log_reason(job_dir: Path) -> tuple[str, bool]:
         lines = [_LOG_PREFIX.sub("", ln) for ln in lines if ln]
         errors = [ln for ln in lines if _ERROR_LINE.search(ln)]
         if errors:
-            return errors[-1][:160], True
+            return brief(errors[-1]), True
         if lines:
-            last = lines[-1][:160]
+            last = brief(lines[-1])
     return (f"no metrics.json; last log line: {last}" if last else "no metrics.json"), False
 
 
@@ -164,7 +175,7 @@ def read_run(job_dir: Path) -> Run:
         if not isinstance(data, dict):
             raise ValueError("top level is not an object")
     except (OSError, ValueError) as err:
-        run.status, run.reason = "failed", f"unreadable metrics.json: {err}"[:160]
+        run.status, run.reason = "failed", brief(f"unreadable metrics.json: {err}")
         return run
     if isinstance(data.get("config"), dict):
         run.config = data["config"]
@@ -173,7 +184,10 @@ def read_run(job_dir: Path) -> Run:
     error = data.get("error") or data.get("reason")
     run.metrics = _metrics_from(data)
     if status in _FAILED_STATUS or error:
-        run.status, run.reason = "failed", str(error or status)[:160]
+        reason = brief(str(error or status))
+        if error and status in _FAILED_STATUS and status != "failed":
+            reason = f"{status}: {reason}"  # e.g. "diverged: stopping at iteration 140: ..."
+        run.status, run.reason = "failed", reason
     elif status in ("running", "unfinished", "incomplete"):
         run.status, run.reason = "unfinished", f"metrics.json status {status!r}"
     elif not isinstance(run.metrics.get("AP"), float) or not math.isfinite(run.metrics["AP"]):

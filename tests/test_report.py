@@ -18,7 +18,7 @@ from retina.report import (
     match_paper_row,
     write_report,
 )
-from retina.report_runs import Run, collect_runs, expected_jobs, run_axes
+from retina.report_runs import Run, brief, collect_runs, expected_jobs, run_axes
 
 EXPERIMENT = "table1b_gamma_alpha"
 GRID = [(g, a) for g in (0.0, 2.0, 5.0) for a in (0.25, 0.75)]  # sweeper order: alpha fastest
@@ -169,3 +169,26 @@ def test_heatmap_axes_fall_back_to_a_pair_that_tells_runs_apart():
     table = build_table(runs)
     assert table.columns == ["loss", "gamma", "alpha", "prior_prob"]
     assert heatmap_axes(table) == ("loss", "prior_prob")
+
+
+def test_failure_reason_keeps_the_cause_and_the_status_word(tmp_path: Path):
+    job = _job(tmp_path, 0, 2.0, 0.25)
+    error = (
+        "stopping at iteration 140: 5 non-finite losses/gradients in a row "
+        "(train.max_nonfinite=5); the last good checkpoint is kept. Lower the LR "
+        "(optim.base_lr) or set train.clip_grad_norm."
+    )
+    (job / "metrics.json").write_text(json.dumps({"status": "diverged", "error": error}))
+    run = collect_runs(job)[0]
+    assert run.status == "failed"
+    assert run.reason == (
+        "diverged: stopping at iteration 140: 5 non-finite losses/gradients in a row "
+        "(train.max_nonfinite=5)"
+    )
+
+
+def test_brief_cuts_long_text_at_a_word():
+    text = "word " * 60
+    out = brief(text, limit=40)
+    assert len(out) <= 40 and out.endswith("word…")
+    assert brief("cause; advice") == "cause"
