@@ -23,6 +23,8 @@ they are tested on machines without a GPU.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -148,51 +150,12 @@ if triton is not None:
         return up
 
     @triton.jit
-    def _dense_fwd_kernel(
-        x_ptr, t_ptr, out_ptr, part_ptr, n, alpha, gamma,
-        HAS_ALPHA: tl.constexpr, GMODE: tl.constexpr, WRITE_OUT: tl.constexpr,
-        WIDE: tl.constexpr, BLOCK: tl.constexpr,
-    ):  # fmt: skip
-        offs = _offsets(WIDE, BLOCK)
-        mask = offs < n
-        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        t = tl.load(t_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        loss, _ = _dense_loss_grad(x, t, alpha, gamma, HAS_ALPHA, GMODE)
-        loss = tl.where(mask, loss, 0.0)
-        if WRITE_OUT:
-            tl.store(out_ptr + offs, loss, mask=mask)
-        tl.store(part_ptr + tl.program_id(0), tl.sum(loss, axis=0).to(tl.float64))
-
-    @triton.jit
-    def _dense_bwd_kernel(
-        x_ptr, t_ptr, g_ptr, out_ptr, n, alpha, gamma,
-        HAS_ALPHA: tl.constexpr, GMODE: tl.constexpr, GRAD_SCALAR: tl.constexpr,
-        WIDE: tl.constexpr, BLOCK: tl.constexpr,
-    ):  # fmt: skip
-        offs = _offsets(WIDE, BLOCK)
-        mask = offs < n
-        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        t = tl.load(t_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        _, g = _dense_loss_grad(x, t, alpha, gamma, HAS_ALPHA, GMODE)
-        g = g * _upstream(g_ptr, offs, mask, GRAD_SCALAR)
-        tl.store(out_ptr + offs, g, mask=mask)
-
-    @triton.jit
-    def _labels_kernel(
-        x_ptr, lab_ptr, g_ptr, out_ptr, grad_ptr, part_ptr, n, alpha, gamma,
-        K: tl.constexpr, HAS_ALPHA: tl.constexpr, GMODE: tl.constexpr,
+    def _write(
+        loss, g, offs, mask, g_ptr, out_ptr, grad_ptr, part_ptr,
         WRITE_OUT: tl.constexpr, WRITE_PART: tl.constexpr, WRITE_GRAD: tl.constexpr,
-        HAS_UPSTREAM: tl.constexpr, GRAD_SCALAR: tl.constexpr, WIDE: tl.constexpr,
-        BLOCK: tl.constexpr,
+        HAS_UPSTREAM: tl.constexpr, GRAD_SCALAR: tl.constexpr,
     ):  # fmt: skip
-        """Forward (elementwise ``out`` and/or ``part`` sums) and/or the gradient."""
-        offs = _offsets(WIDE, BLOCK)
-        mask = offs < n
-        row = offs // K
-        col = offs - row * K
-        lab = tl.maximum(tl.load(lab_ptr + row, mask=mask, other=-2), -2).to(tl.int32)
-        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        loss, g = _labels_loss_grad(x, lab, col, alpha, gamma, HAS_ALPHA, GMODE)
+        """Store what was asked: elementwise loss, this block's loss sum, the gradient."""
         if WRITE_OUT:
             tl.store(out_ptr + offs, loss, mask=mask)
         if WRITE_PART:
@@ -203,21 +166,79 @@ if triton is not None:
                 g = g * _upstream(g_ptr, offs, mask, GRAD_SCALAR)
             tl.store(grad_ptr + offs, g, mask=mask)
 
+    @triton.jit
+    def _dense_kernel(
+        x_ptr, t_ptr, g_ptr, out_ptr, grad_ptr, part_ptr, n, alpha, gamma,
+        HAS_ALPHA: tl.constexpr, GMODE: tl.constexpr,
+        WRITE_OUT: tl.constexpr, WRITE_PART: tl.constexpr, WRITE_GRAD: tl.constexpr,
+        HAS_UPSTREAM: tl.constexpr, GRAD_SCALAR: tl.constexpr, WIDE: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):  # fmt: skip
+        """Dense (soft or hard) targets: forward and/or gradient, see :func:`_write`."""
+        offs = _offsets(WIDE, BLOCK)
+        mask = offs < n
+        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        t = tl.load(t_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        loss, g = _dense_loss_grad(x, t, alpha, gamma, HAS_ALPHA, GMODE)
+        _write(loss, g, offs, mask, g_ptr, out_ptr, grad_ptr, part_ptr,
+               WRITE_OUT, WRITE_PART, WRITE_GRAD, HAS_UPSTREAM, GRAD_SCALAR)  # fmt: skip
 
-def _common(x: Tensor, alpha: float | None, gamma: float) -> dict:
+    @triton.jit
+    def _labels_kernel(
+        x_ptr, lab_ptr, g_ptr, out_ptr, grad_ptr, part_ptr, n, alpha, gamma,
+        HAS_ALPHA: tl.constexpr, GMODE: tl.constexpr,
+        WRITE_OUT: tl.constexpr, WRITE_PART: tl.constexpr, WRITE_GRAD: tl.constexpr,
+        HAS_UPSTREAM: tl.constexpr, GRAD_SCALAR: tl.constexpr, WIDE: tl.constexpr,
+        BLOCK: tl.constexpr, K: tl.constexpr,
+    ):  # fmt: skip
+        """Integer labels of (N, K) logits walked as one flat array: as :func:`_dense_kernel`."""
+        offs = _offsets(WIDE, BLOCK)
+        mask = offs < n
+        row = offs // K
+        col = offs - row * K
+        lab = tl.maximum(tl.load(lab_ptr + row, mask=mask, other=-2), -2).to(tl.int32)
+        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        loss, g = _labels_loss_grad(x, lab, col, alpha, gamma, HAS_ALPHA, GMODE)
+        _write(loss, g, offs, mask, g_ptr, out_ptr, grad_ptr, part_ptr,
+               WRITE_OUT, WRITE_PART, WRITE_GRAD, HAS_UPSTREAM, GRAD_SCALAR)  # fmt: skip
+
+
+def _launch(
+    kernel: Any,
+    x: Tensor,
+    other: Tensor,
+    alpha: float | None,
+    gamma: float,
+    *,
+    want_out: bool = False,
+    want_sum: bool = False,
+    want_grad: bool = False,
+    grad: Tensor | None = None,
+    **constants: Any,
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """Run ``kernel`` over x and ``other`` (targets or labels).
+
+    Returns (elementwise loss float32, float64 0-d sum, gradient in x's dtype), each only
+    if asked (else None).
+    """
+    x, other = x.contiguous(), other.contiguous()
     n = x.numel()
-    return {
-        "alpha": 0.0 if alpha is None else float(alpha),
-        "gamma": float(gamma),
-        "HAS_ALPHA": alpha is not None,
-        "GMODE": _gamma_mode(float(gamma)),
-        "WIDE": n >= _INT32_LIMIT,
-        "BLOCK": BLOCK,
-    }
-
-
-def _grid(n: int) -> tuple[int]:
-    return (triton.cdiv(n, BLOCK),)
+    part = torch.empty(max(triton.cdiv(n, BLOCK), 1), dtype=torch.float64, device=x.device)
+    out = torch.empty(x.shape, dtype=torch.float32, device=x.device) if want_out else None
+    gx = torch.empty_like(x) if want_grad else None
+    g, scalar = _upstream_arg(grad, x) if grad is not None else (None, True)
+    if n:  # unused pointers get `part`, never dereferenced
+        kernel[(triton.cdiv(n, BLOCK),)](
+            x, other, part if g is None else g, part if out is None else out,
+            part if gx is None else gx, part, n,
+            0.0 if alpha is None else float(alpha), float(gamma),
+            HAS_ALPHA=alpha is not None, GMODE=_gamma_mode(float(gamma)),
+            WRITE_OUT=want_out, WRITE_PART=want_sum, WRITE_GRAD=want_grad,
+            HAS_UPSTREAM=g is not None, GRAD_SCALAR=scalar, WIDE=n >= _INT32_LIMIT,
+            BLOCK=BLOCK, **constants,
+        )  # fmt: skip
+    total = (part.sum() if n else part.new_zeros(())) if want_sum else None
+    return out, total, gx
 
 
 def _upstream_arg(grad: Tensor, like: Tensor) -> tuple[Tensor, bool]:
@@ -228,74 +249,34 @@ def _upstream_arg(grad: Tensor, like: Tensor) -> tuple[Tensor, bool]:
 
 
 def _float_targets(t: Tensor, like: Tensor) -> Tensor:
-    t = t if t.is_floating_point() else t.to(like.dtype)
-    return t.contiguous()
+    return t if t.is_floating_point() else t.to(like.dtype)
 
 
 def dense_forward(
     x: Tensor, t: Tensor, alpha: float | None, gamma: float, reduce_sum: bool
 ) -> Tensor:
     """FL(x, t) elementwise (float32, x's shape), or its float64 0-d sum when ``reduce_sum``."""
-    x, t = x.contiguous(), _float_targets(t, x)
-    n = x.numel()
-    part = torch.empty(triton.cdiv(n, BLOCK), dtype=torch.float64, device=x.device)
-    out = part if reduce_sum else torch.empty(x.shape, dtype=torch.float32, device=x.device)
-    if n:
-        _dense_fwd_kernel[_grid(n)](
-            x, t, out, part, n, WRITE_OUT=not reduce_sum, **_common(x, alpha, gamma)
-        )
-    return part.sum() if reduce_sum else out
+    out, total, _ = _launch(
+        _dense_kernel, x, _float_targets(t, x), alpha, gamma,
+        want_out=not reduce_sum, want_sum=reduce_sum,
+    )  # fmt: skip
+    return total if reduce_sum else out
 
 
 def dense_backward(x: Tensor, t: Tensor, alpha: float | None, gamma: float, grad: Tensor) -> Tensor:
     """dFL/dx * grad in x's dtype and shape; ``grad`` 0-d or broadcastable to x."""
-    x, t = x.contiguous(), _float_targets(t, x)
-    n = x.numel()
-    g, scalar = _upstream_arg(grad, x)
-    out = torch.empty_like(x)
-    if n:
-        _dense_bwd_kernel[_grid(n)](
-            x, t, g, out, n, GRAD_SCALAR=scalar, **_common(x, alpha, gamma)
-        )
-    return out
-
-
-def _labels_launch(
-    x: Tensor,
-    labels: Tensor,
-    alpha: float | None,
-    gamma: float,
-    *,
-    want_out: bool = False,
-    want_sum: bool = False,
-    want_grad: bool = False,
-    grad: Tensor | None = None,
-) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-    """(elementwise loss float32, float64 0-d sum, gradient in x's dtype), each if asked."""
-    x, labels = x.contiguous(), labels.contiguous()
-    n, k = x.numel(), x.shape[1]
-    part = torch.empty(max(triton.cdiv(n, BLOCK), 1), dtype=torch.float64, device=x.device)
-    out = torch.empty(x.shape, dtype=torch.float32, device=x.device) if want_out else None
-    gx = torch.empty_like(x) if want_grad else None
-    g, scalar = _upstream_arg(grad, x) if grad is not None else (None, True)
-    if n:  # unused pointers get `part`, never dereferenced
-        _labels_kernel[_grid(n)](
-            x, labels, part if g is None else g, part if out is None else out,
-            part if gx is None else gx, part, n, K=k,
-            WRITE_OUT=want_out, WRITE_PART=want_sum, WRITE_GRAD=want_grad,
-            HAS_UPSTREAM=g is not None, GRAD_SCALAR=scalar, **_common(x, alpha, gamma),
-        )  # fmt: skip
-    total = (part.sum() if n else part.new_zeros(())) if want_sum else None
-    return out, total, gx
+    t = _float_targets(t, x)
+    return _launch(_dense_kernel, x, t, alpha, gamma, want_grad=True, grad=grad)[2]
 
 
 def labels_forward(
     x: Tensor, labels: Tensor, alpha: float | None, gamma: float, reduce_sum: bool
 ) -> Tensor:
     """Focal loss of x (N, K) against labels (N,): (N, K) float32, or a float64 0-d sum."""
-    out, total, _ = _labels_launch(
-        x, labels, alpha, gamma, want_out=not reduce_sum, want_sum=reduce_sum
-    )
+    out, total, _ = _launch(
+        _labels_kernel, x, labels, alpha, gamma,
+        want_out=not reduce_sum, want_sum=reduce_sum, K=x.shape[1],
+    )  # fmt: skip
     return total if reduce_sum else out
 
 
@@ -303,12 +284,16 @@ def labels_backward(
     x: Tensor, labels: Tensor, alpha: float | None, gamma: float, grad: Tensor
 ) -> Tensor:
     """dFL/dx * grad for x (N, K) and labels (N,) in x's dtype; ``grad`` 0-d or (N, K)."""
-    return _labels_launch(x, labels, alpha, gamma, want_grad=True, grad=grad)[2]
+    return _launch(
+        _labels_kernel, x, labels, alpha, gamma, want_grad=True, grad=grad, K=x.shape[1]
+    )[2]
 
 
 def labels_forward_backward(
     x: Tensor, labels: Tensor, alpha: float | None, gamma: float
 ) -> tuple[Tensor, Tensor]:
     """(float64 0-d sum of the loss, dFL/dx (N, K) in x's dtype) in one pass over x (N, K)."""
-    _, total, gx = _labels_launch(x, labels, alpha, gamma, want_sum=True, want_grad=True)
+    _, total, gx = _launch(
+        _labels_kernel, x, labels, alpha, gamma, want_sum=True, want_grad=True, K=x.shape[1]
+    )
     return total, gx
