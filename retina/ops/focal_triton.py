@@ -223,7 +223,8 @@ def _launch(
     """
     x, other = x.contiguous(), other.contiguous()
     n = x.numel()
-    part = torch.empty(max(triton.cdiv(n, BLOCK), 1), dtype=torch.float64, device=x.device)
+    blocks = triton.cdiv(n, BLOCK) if want_sum else 0
+    part = torch.empty(max(blocks, 1), dtype=torch.float64, device=x.device)
     out = torch.empty(x.shape, dtype=torch.float32, device=x.device) if want_out else None
     gx = torch.empty_like(x) if want_grad else None
     g, scalar = _upstream_arg(grad, x) if grad is not None else (None, True)
