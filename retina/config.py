@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import inspect
 import math
-import os
-import sys
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+from retina.errors import ConfigError, first_line
+
+# The Hydra configs, shipped inside the package (``retina/configs``); every entry point and
+# test composes from here.
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 # Keys of the plain (non-``_target_``) nodes; anything else in them is a typo.
 TRAIN_KEYS = frozenset(
@@ -43,20 +46,11 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 SCHEDULE_CHOICES = ("step", "cosine")
 
 
-class ConfigError(ValueError):
-    """A config value or key is invalid; ``str(err)`` is one line naming the key."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
-        self.key = key
-
-
 def _get(cfg: DictConfig, key: str) -> Any:
     try:
         value = OmegaConf.select(cfg, key, throw_on_missing=True)
     except OmegaConfBaseException as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(key, f"cannot resolve value ({first})") from None
+        raise ConfigError(key, f"cannot resolve value ({first_line(exc)})") from None
     if isinstance(value, (DictConfig, ListConfig)):
         return OmegaConf.to_container(value, resolve=True)
     return value
@@ -149,8 +143,8 @@ def check_target_keys(cfg: DictConfig, node: str, injected: Iterable[str] = ()) 
     try:
         fn = get_method(target)
     except Exception as exc:  # hydra wraps import errors in its own exception types
-        first = str(exc).splitlines()[0]
-        raise ConfigError(f"{node}._target_", f"cannot import {target!r} ({first})") from None
+        reason = first_line(exc)
+        raise ConfigError(f"{node}._target_", f"cannot import {target!r} ({reason})") from None
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
@@ -314,72 +308,3 @@ def validate_config(cfg: DictConfig) -> None:
     _check_schedule(cfg)
     _check_optim(cfg)
     _check_data(cfg)
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception's message (and its cause's, for Hydra's wrappers) on one line."""
-    text = str(exc).strip()
-    cause = exc.__cause__
-    if cause is not None and str(cause).strip() and str(cause).strip() not in text:
-        text = f"{text}\n{str(cause).strip()}"
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()] or [type(exc).__name__]
-    # Hydra's hints ("To append to your config use +x=y", the search path) and OmegaConf's
-    # context lines ("full_key: ...", "object_type=dict") add nothing once the key is named.
-    noise = (
-        "To append",
-        "full_key:",
-        "object_type=",
-        "reference_type=",
-        "Config search path",
-        "provider=",
-    )
-    keep = [ln for ln in lines if not ln.startswith(noise)]
-    return " ".join(keep or lines)
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types that mean bad input (config, data, checkpoint), not a bug: the
-    entry points print them as one line instead of a traceback."""
-    from hydra.errors import HydraException
-
-    from retina.data.errors import DataError
-    from retina.engine.checkpoint import CheckpointError
-    from retina.engine.evaluation import ResultsError
-    from retina.engine.trainer import NonFiniteLossError
-
-    return (ConfigError, DataError, CheckpointError, ResultsError, NonFiniteLossError,
-            HydraException, OmegaConfBaseException)  # fmt: skip
-
-
-_traceback_requested = os.environ.get("HYDRA_FULL_ERROR") == "1"
-
-
-@contextmanager
-def exit_on_user_error(prog: str) -> Iterator[None]:
-    """Turn :func:`user_errors` into one line on stderr and exit status 1 (a traceback only
-    when the user set ``HYDRA_FULL_ERROR=1``). Use it inside the ``@hydra.main`` function
-    too: Hydra itself would print an extra "Error executing job" line first."""
-    try:
-        yield
-    except user_errors() as exc:
-        if _traceback_requested:
-            raise
-        sys.stderr.write(f"{prog}: error: {one_line(exc)}\n")
-        sys.stderr.flush()
-        sys.exit(1)
-
-
-def run_cli(app: Callable[[], Any], prog: str) -> None:
-    """Run a ``@hydra.main`` function with one-line errors for bad input.
-
-    Hydra prints its own errors (an unknown override key, a missing config group option)
-    over several lines unless ``HYDRA_FULL_ERROR`` is set, in which case it re-raises them;
-    so it is set here and the error printed as one line by :func:`exit_on_user_error`.
-    """
-    os.environ["HYDRA_FULL_ERROR"] = "1"
-    try:
-        with exit_on_user_error(prog):
-            app()
-    except KeyboardInterrupt:
-        sys.stderr.write(f"{prog}: interrupted\n")
-        sys.exit(130)

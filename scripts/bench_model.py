@@ -48,7 +48,7 @@ def build_pair(num_classes: int, height: int, width: int, device: torch.device, 
     from torchvision.ops import FrozenBatchNorm2d
     from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-    from retina.convert import from_torchvision
+    from retina.modeling.torchvision import from_torchvision
 
     torch.manual_seed(0)
     body = resnet50(norm_layer=FrozenBatchNorm2d)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from retina.convert import convert_state_dict, infer_config_from_state_dict
+from retina.modeling.torchvision import convert_state_dict, infer_config_from_state_dict
 
 
 def _load_state(path: Path) -> dict:

@@ -18,8 +18,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from retina.analysis.paper import paper_rows
 from retina.config import validate_config
-from retina.paper import paper_rows
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -137,13 +137,13 @@ def test_two_by_two_sweep_through_the_cli_and_report(tmp_path: Path):
         "schedule.warmup_iters=1",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    proc = subprocess.run([sys.executable, "-m", "retina.train", "-m", *overrides], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-m", "retina.cli.train", "-m", *overrides],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     for job in range(4):
         metrics = json.loads((sweep_dir / str(job) / "metrics.json").read_text())
         assert math.isfinite(metrics["AP"]) and metrics["config"]["task_name"] == "prior_init"
-    from retina.report import main as report_main
+    from retina.cli.report import main as report_main
 
     assert report_main([str(sweep_dir)]) == 0
     table = (sweep_dir / "table.md").read_text()
@@ -157,7 +157,7 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path):
     sweep_dir = tmp_path / "sweep"
     overrides = ["+experiment=prior_init", "loss=ce", "model.prior_prob=0.01",
                  f"hydra.sweep.dir={sweep_dir}", "optim.base_lr=-1,-2", "train.device=cpu"]
-    proc = subprocess.run([sys.executable, "-m", "retina.train", "-m", *overrides],
+    proc = subprocess.run([sys.executable, "-m", "retina.cli.train", "-m", *overrides],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
@@ -167,7 +167,7 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path):
         data = json.loads((sweep_dir / str(job) / "metrics.json").read_text())
         assert data["status"] == "failed" and "base_lr" in data["error"]
         assert data["config"]["optim"]["base_lr"] == lr
-    from retina.report_runs import collect_runs
+    from retina.analysis.runs import collect_runs
 
     runs = collect_runs(sweep_dir)
     assert [r.status for r in runs] == ["failed", "failed"]
@@ -175,9 +175,9 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path):
 
 
 def test_a_diverged_job_is_recorded_as_diverged(tmp_path: Path, monkeypatch, capsys):
-    from retina import train as train_module
+    from retina.analysis.runs import read_run
+    from retina.cli import train as train_module
     from retina.engine.trainer import NonFiniteLossError
-    from retina.report_runs import read_run
 
     monkeypatch.setattr(train_module, "_failed_jobs", [])
     cfg = OmegaConf.create({"optim": {"base_lr": 10.0}, "lr": "${optim.base_lr}"})

@@ -12,11 +12,11 @@ from retina.data.batching import (
     pad_images,
     seed_worker,
 )
-from retina.data.coco import CocoDetection, detections_to_coco
-from retina.data.errors import DataError
+from retina.data.coco import CocoDetection, detections_to_coco_results
 from retina.data.shapes import make_shapes_dataset
 from retina.data.transforms import DetectionTransform, build_transforms
 from retina.data.validate import Problem, check_coco_dict, validate_coco
+from retina.errors import DataError
 
 __all__ = [
     "AspectRatioGroupedBatchSampler",
@@ -29,7 +29,7 @@ __all__ = [
     "build_transforms",
     "check_coco_dict",
     "collate_detection",
-    "detections_to_coco",
+    "detections_to_coco_results",
     "make_generator",
     "make_shapes_dataset",
     "pad_images",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from retina.data.columns import Columns, columns_are_valid, extract_columns
-from retina.data.errors import DataError
 from retina.data.validate import check_coco_dict, load_json, raise_for_problems
+from retina.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -284,16 +284,37 @@ class CocoDetection(torch.utils.data.Dataset):
         return tensor, target
 
 
-def detections_to_coco(dataset: CocoDetection, image_id: int, boxes: torch.Tensor,
-                       scores: torch.Tensor, labels: torch.Tensor) -> list[dict[str, Any]]:
-    """One image's detections as COCO results entries (xywh, category ids mapped back).
+def detections_to_coco_results(
+    detections: Iterable[dict[str, Any]], cat_ids: Sequence[int]
+) -> list[dict[str, Any]]:
+    """Detections (xyxy, contiguous labels) → COCO results entries (xywh, category ids).
 
-    Args:
-        boxes: ``(D, 4)`` xyxy in the original image's pixels; scores ``(D,)``; labels ``(D,)``.
+    Raises:
+        ValueError: a label outside ``0..len(cat_ids)-1``.
     """
-    boxes = boxes.detach().float().cpu()
-    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
-    cat_ids = dataset.label_to_cat_id(labels.detach().cpu()).tolist()
-    return [{"image_id": int(image_id), "category_id": int(c), "bbox": [round(v, 2) for v in b],
-             "score": round(float(s), 5)}
-            for b, s, c in zip(xywh, scores.detach().cpu().tolist(), cat_ids, strict=True)]
+    lookup = np.asarray(list(cat_ids), dtype=np.int64)
+    results = []
+    for det in detections:
+        boxes = _as_numpy(det["boxes"], np.float64).reshape(-1, 4)
+        scores = _as_numpy(det["scores"], np.float64).reshape(-1)
+        labels = _as_numpy(det["labels"], np.int64).reshape(-1)
+        if labels.size and (labels.min() < 0 or labels.max() >= len(lookup)):
+            raise ValueError(
+                f"image {det['image_id']}: label {int(labels.max())} outside the dataset's "
+                f"{len(lookup)} classes"
+            )
+        xywh = boxes.copy()
+        xywh[:, 2:] -= xywh[:, :2]
+        image_id = int(det["image_id"])
+        rows = zip(xywh.tolist(), scores.tolist(), lookup[labels].tolist(), strict=True)
+        for box, score, label in rows:
+            results.append(
+                {"image_id": image_id, "category_id": label, "bbox": box, "score": score}
+            )
+    return results
+
+
+def _as_numpy(value: Any, dtype: Any) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value, dtype=dtype)

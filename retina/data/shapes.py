@@ -13,12 +13,10 @@ the JSON is written with sorted keys. Same arguments, same package versions -> s
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import zlib
-from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -273,30 +271,3 @@ def make_shapes_dataset(out: str | Path, train: int = 500, val: int = 100, size:
     _write_split(out, "train", train, size, seed, num_classes, probs, max_objects, 1, workers)
     _write_split(out, "val", val, size, seed, num_classes, probs, max_objects, 1_000_001, workers)
     return out
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point ``retina-make-shapes``."""
-    parser = argparse.ArgumentParser(prog="retina-make-shapes", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--train", type=int, default=500, help="number of training images")
-    parser.add_argument("--val", type=int, default=100, help="number of validation images")
-    parser.add_argument("--size", type=int, default=320, help="image side in pixels")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-classes", type=int, default=3,
-                        help=f"number of shape categories (1..{len(SHAPE_NAMES)})")
-    parser.add_argument("--long-tail", action="store_true", help="20:1 class imbalance")
-    parser.add_argument("--max-objects", type=int, default=10, help="objects per image, max")
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
-    args = parser.parse_args(argv)
-    try:
-        out = make_shapes_dataset(args.out, args.train, args.val, args.size, args.seed,
-                                  args.num_classes, args.long_tail, args.max_objects, args.workers)
-    except (ValueError, OSError) as exc:
-        parser.exit(2, f"retina-make-shapes: error: {exc}\n")
-    print(f"wrote {args.train} train and {args.val} val images to {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

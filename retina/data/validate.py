@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from retina.data.columns import BOX_TOLERANCE, columns_are_valid, extract_columns
-from retina.data.errors import DataError
+from retina.errors import DataError
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from retina.config import ConfigError, one_line
 from retina.engine import checkpoint as ckpt
 from retina.engine.distributed import DistInfo, barrier
 from retina.engine.hooks import CheckpointHook, EvalHook, LogHook
@@ -27,26 +26,10 @@ from retina.engine.loader import ResumableLoader
 from retina.engine.logging import RunLogger
 from retina.engine.optim import WarmupLRSchedule, build_optimizer, scaled_lr
 from retina.engine.trainer import Trainer
+from retina.utils.device import select_device
+from retina.utils.instantiate import instantiate_node
 
 log = logging.getLogger("retina.train")
-
-
-def device_type(name: str) -> str:
-    """``"cuda"`` or ``"cpu"`` for ``train.device`` (``auto`` picks CUDA when available)."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
-def select_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("train.device=cuda: no CUDA device is available")
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
 
 
 def set_determinism(seed: int, deterministic: bool) -> None:
@@ -90,20 +73,6 @@ def prepare_data_root(data: DictConfig, dist: DistInfo) -> Path:
                 raise
     barrier()
     return root
-
-
-def instantiate_node(node: Any, key: str, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` whose failures (bad argument values, missing weight
-    files) become a :class:`ConfigError` naming the config node."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as exc:
-        raise ConfigError(key, one_line(exc.__cause__ or exc)) from None
-    except (ValueError, FileNotFoundError) as exc:
-        raise ConfigError(key, one_line(exc)) from None
 
 
 def _transforms(node: Any, key: str) -> Any:
@@ -250,7 +219,7 @@ def build_training_run(cfg: DictConfig, run_dir: Path, dist: DistInfo) -> Traini
     from retina.data import collate_detection
 
     t = cfg.train
-    device = select_device(t.device, dist.local_rank)
+    device = select_device(str(t.device), "train.device", dist.local_rank)
     set_determinism(int(t.seed), bool(t.deterministic))
     train_set, val_set = build_datasets(cfg.data, prepare_data_root(cfg.data, dist))
     model = build_model(cfg.model, cfg.loss, train_set.num_classes).to(device)

@@ -20,12 +20,10 @@ checkpoint name.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import re
 import shutil
-import tempfile
 import warnings
 import zipfile
 from collections import OrderedDict
@@ -34,6 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from retina.errors import CheckpointError, first_line
+from retina.utils.instantiate import check_targets, instantiate_untrusted
+from retina.utils.io import TMP_PREFIX, atomic_write, remove_stale_temps
 
 __all__ = [
     "CheckpointError",
@@ -49,17 +51,13 @@ logger = logging.getLogger(__name__)
 
 LAST_NAME = "last.pt"
 _NUMBERED = re.compile(r"^model_(\d{7,})\.pt$")
-_TMP_PREFIX = ".tmp_ckpt_"
+_TMP_PREFIX = TMP_PREFIX
 REQUIRED_KEYS = ("model", "iteration")
 # Types torch.load(weights_only=True) accepts without extra allow-listing.
 _PLAIN_SCALARS = (str, bytes, bytearray, int, float, bool, complex, type(None))
 _TORCH_LEAVES = (torch.Tensor, torch.Size, torch.dtype, torch.device)
 # Prefixes added by wrappers: DistributedDataParallel and torch.compile.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be written, read, or does not fit the model (one-line message)."""
 
 
 def checkpoint_name(iteration: int) -> str:
@@ -114,12 +112,12 @@ def save_checkpoint(
     target = directory / checkpoint_name(iteration)
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temps(directory)
-        _atomic_write(directory, target, lambda f: torch.save(state, f))
+        remove_stale_temps(directory)
+        atomic_write(target, lambda f: torch.save(state, f))
         _atomic_link_or_copy(directory, target, directory / LAST_NAME)
         _fsync_dir(directory)
     except (OSError, RuntimeError) as err:  # torch.save wraps some I/O errors in RuntimeError
-        reason = getattr(err, "strerror", None) or str(err).strip().splitlines()[0][:160]
+        reason = getattr(err, "strerror", None) or first_line(err)[:160]
         raise CheckpointError(
             f"{target}: cannot write checkpoint ({reason}); previous checkpoints left intact"
         ) from err
@@ -279,59 +277,19 @@ def build_model_from_checkpoint(
     model_cfg.update(overrides or {})
     loss_cfg = config.get("loss")
     loss_cfg = dict(loss_cfg) if isinstance(loss_cfg, Mapping) and "_target_" in loss_cfg else None
-    _check_targets(model_cfg, f"{path}: config.model")
-    _check_targets(loss_cfg, f"{path}: config.loss")
-
-    from hydra.errors import HydraException
-    from hydra.utils import instantiate
-
-    try:
-        cls_loss = instantiate(loss_cfg) if loss_cfg is not None else None
-        model = instantiate(model_cfg, num_classes=len(cat_ids), cls_loss=cls_loss)
-    except (HydraException, TypeError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: cannot build the model from its config ({first})") from err
+    check_targets(model_cfg, f"{path}: config.model")
+    cls_loss = None
+    if loss_cfg is not None:
+        cls_loss = instantiate_untrusted(loss_cfg, f"{path}: config.loss")
+    model = instantiate_untrusted(
+        model_cfg, f"{path}: config.model", "the model", num_classes=len(cat_ids),
+        cls_loss=cls_loss,
+    )
     load_model_state(model, state["model"], path)
     return model
 
 
 # ---------------------------------------------------------------------------- internals
-
-
-def _check_targets(node: Any, where: str) -> None:
-    """Refuse ``_target_`` values outside the ``retina`` package (recursively)."""
-    if isinstance(node, Mapping):
-        target = node.get("_target_")
-        if target is not None and not _is_retina_callable(target):
-            raise CheckpointError(
-                f"{where}: refusing _target_ {target!r} outside the retina package"
-            )
-        for value in node.values():
-            _check_targets(value, where)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            _check_targets(value, where)
-
-
-def _is_retina_callable(target: object) -> bool:
-    """True when ``target`` names a class or function defined inside the retina package.
-
-    The name alone is not enough: ``retina.engine.checkpoint.os.system`` starts with
-    ``retina.`` but resolves to ``os.system``. The module part must import as a retina module
-    and the attribute must be defined in retina.
-    """
-    if not isinstance(target, str):
-        return False
-    module_name, _, attr = target.rpartition(".")
-    if not (module_name == "retina" or module_name.startswith("retina.")):
-        return False
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        return False
-    obj = getattr(module, attr, None)
-    defined_in = getattr(obj, "__module__", None)
-    return callable(obj) and isinstance(defined_in, str) and defined_in.startswith("retina.")
 
 
 def _verify_crc(path: Path) -> None:
@@ -390,20 +348,6 @@ def _check_loadable(obj: Any, where: str) -> None:
     )
 
 
-def _atomic_write(directory: Path, target: Path, write) -> None:
-    """Write through ``write(file)`` to a temp file in ``directory``, fsync, rename."""
-    fd, tmp_name = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".pt", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        _unlink_quietly(tmp_name)
-        raise
-
-
 def _atomic_link_or_copy(directory: Path, source: Path, target: Path) -> None:
     """Make ``target`` hold ``source``'s bytes atomically: a hard link, or a copy."""
     tmp_name = directory / f"{_TMP_PREFIX}{os.getpid()}_{target.name}"
@@ -412,7 +356,7 @@ def _atomic_link_or_copy(directory: Path, source: Path, target: Path) -> None:
         try:
             os.link(source, tmp_name)
         except OSError:  # no hard links on this file system: copy instead
-            _atomic_write(directory, target, lambda f: _copy_into(source, f))
+            atomic_write(target, lambda f: _copy_into(source, f))
             return
         os.replace(tmp_name, target)
     except BaseException:
@@ -438,12 +382,6 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _remove_stale_temps(directory: Path) -> None:
-    """Delete temp files left by a process killed in the middle of a write."""
-    for path in directory.glob(f"{_TMP_PREFIX}*"):
-        _unlink_quietly(path)
-
-
 def _unlink_quietly(path: str | os.PathLike) -> None:
     try:
         os.unlink(path)
@@ -465,8 +403,7 @@ def _load_failure_reason(err: Exception) -> str:
         return "refused by weights_only loading (not a tensor-only checkpoint)"
     if "zip archive" in text or "central directory" in text:
         return "file is truncated or corrupt (not a valid torch.save archive)"
-    first = text.strip().splitlines()[0]
-    return f"not a valid checkpoint ({first[:160]})"
+    return f"not a valid checkpoint ({first_line(err)[:160]})"
 
 
 def _strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import math
 import os
@@ -19,6 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from retina.data.coco import detections_to_coco_results
+from retina.utils.io import write_json_atomic
+
 __all__ = [
     "METRIC_KEYS",
     "BACKENDS",
@@ -27,8 +29,6 @@ __all__ = [
     "detections_to_coco_results",
     "format_metrics_table",
     "check_backend",
-    "ResultsError",
-    "write_json_atomic",
 ]
 
 logger = logging.getLogger(__name__)
@@ -52,34 +52,6 @@ _METRIC_SETTINGS = {  # (IoU, area, maxDets) of each summary number, for the tab
     "ARl": ("0.50:0.95", "large", 100),
 }
 BACKENDS = ("pycocotools", "faster_coco_eval")
-
-
-class ResultsError(RuntimeError):
-    """A results file cannot be written (disk full, unwritable folder); one-line message."""
-
-
-def write_json_atomic(path: str | os.PathLike, payload: Any, indent: int | None = None) -> Path:
-    """Write ``payload`` as JSON to ``path`` through ``<name>.tmp`` (fsync, then rename).
-
-    Raises:
-        ResultsError: ``"<path>: cannot write (<reason>)"``; no partial or temporary file
-            is left and an existing ``path`` keeps its old content.
-    """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=indent, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise ResultsError(f"{path}: cannot write ({err.strerror or err})") from err
-    return path
 
 
 @torch.inference_mode()
@@ -131,36 +103,6 @@ def _rescale(output: dict, input_hw: Sequence[int], target: dict) -> dict[str, A
         "scores": output["scores"].detach().to("cpu", torch.float32).reshape(-1),
         "labels": output["labels"].detach().to("cpu", torch.int64).reshape(-1),
     }
-
-
-def detections_to_coco_results(
-    detections: Iterable[dict[str, Any]], cat_ids: Sequence[int]
-) -> list[dict[str, Any]]:
-    """Detections (xyxy, contiguous labels) → COCO results entries (xywh, category ids).
-
-    Raises:
-        ValueError: a label outside ``0..len(cat_ids)-1``.
-    """
-    lookup = np.asarray(list(cat_ids), dtype=np.int64)
-    results = []
-    for det in detections:
-        boxes = _numpy(det["boxes"], np.float64).reshape(-1, 4)
-        scores = _numpy(det["scores"], np.float64).reshape(-1)
-        labels = _numpy(det["labels"], np.int64).reshape(-1)
-        if labels.size and (labels.min() < 0 or labels.max() >= len(lookup)):
-            raise ValueError(
-                f"image {det['image_id']}: label {int(labels.max())} outside the dataset's "
-                f"{len(lookup)} classes"
-            )
-        xywh = boxes.copy()
-        xywh[:, 2:] -= xywh[:, :2]
-        image_id = int(det["image_id"])
-        rows = zip(xywh.tolist(), scores.tolist(), lookup[labels].tolist(), strict=True)
-        for box, score, label in rows:
-            results.append(
-                {"image_id": image_id, "category_id": label, "bbox": box, "score": score}
-            )
-    return results
 
 
 def evaluate_detections(

@@ -9,8 +9,9 @@ from typing import Any
 
 import torch
 
-from retina.engine.logging import RunLogger, draw_detections
+from retina.engine.logging import RunLogger
 from retina.engine.trainer import Hook, Trainer, unwrap
+from retina.utils.vis import draw_detections_chw
 
 log = logging.getLogger("retina.train")
 
@@ -127,7 +128,7 @@ class EvalHook(Hook):
             image = item[0]
             (det,) = model([image.to(device)])
             names = list(self.val_set.class_names)
-            drawn.append(draw_detections(image, det, names, self.vis_score_thresh))
+            drawn.append(draw_detections_chw(image, det, names, self.vis_score_thresh))
         model.train(was_training)
         return drawn
 

@@ -17,44 +17,10 @@ from typing import Any
 
 import torch
 
+from retina.engine.evaluation import METRIC_KEYS
+from retina.utils.io import write_json_atomic
+
 log = logging.getLogger("retina.train")
-
-SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm",
-                "ARl")  # fmt: skip
-
-
-def draw_detections(
-    image: torch.Tensor,
-    detection: Mapping[str, torch.Tensor],
-    class_names: Sequence[str],
-    score_thresh: float = 0.3,
-) -> torch.Tensor:
-    """Draw boxes with class names and scores.
-
-    Args:
-        image: uint8 ``(3, H, W)``.
-        detection: ``boxes (D, 4)`` xyxy in the image's pixels, ``scores (D,)``, ``labels (D,)``.
-        class_names: name per contiguous label.
-        score_thresh: boxes below this score are not drawn.
-
-    Returns:
-        uint8 ``(3, H, W)`` with the boxes drawn.
-    """
-    from torchvision.utils import draw_bounding_boxes
-
-    keep = detection["scores"] >= score_thresh
-    boxes = detection["boxes"][keep].detach().float().cpu()
-    labels = detection["labels"][keep].tolist()
-    scores = detection["scores"][keep].tolist()
-    if boxes.numel() == 0:
-        return image
-    names = [
-        f"{class_names[c] if c < len(class_names) else c} {s:.2f}"
-        for c, s in zip(labels, scores, strict=True)
-    ]
-    palette = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6"]
-    colors = [palette[c % len(palette)] for c in labels]
-    return draw_bounding_boxes(image.cpu(), boxes, labels=names, colors=colors, width=2)
 
 
 class RunLogger:
@@ -110,7 +76,7 @@ class RunLogger:
 
     def metrics(self, metrics: Mapping[str, Any], step: int, prefix: str = "val") -> None:
         """Write the COCO summary numbers (percent) and per-category AP."""
-        self.scalars({f"{prefix}/{k}": metrics[k] for k in SUMMARY_KEYS if k in metrics}, step)
+        self.scalars({f"{prefix}/{k}": metrics[k] for k in METRIC_KEYS if k in metrics}, step)
         per_cat = metrics.get("per_category") or {}
         self.scalars({f"{prefix}_per_category/{name}": ap for name, ap in per_cat.items()}, step)
 
@@ -149,8 +115,6 @@ def write_metrics_json(
 ) -> Path:
     """Write ``metrics.json``: the COCO metrics in percent at the top level, plus ``config``
     (the resolved config) and any ``extra`` entries (e.g. ``iteration``)."""
-    from retina.engine.evaluation import write_json_atomic
-
     payload = {**dict(metrics), **extra, "config": dict(config)}
     # Round-trip through json with the tensor-aware encoder, then write atomically (a full
     # disk raises ResultsError and leaves no temporary file).

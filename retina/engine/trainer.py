@@ -22,14 +22,11 @@ import torch
 from torch import nn
 
 from retina.engine.distributed import all_reduce_sum, current
+from retina.errors import NonFiniteLossError
 
 log = logging.getLogger("retina.train")
 
 Batch = tuple[list[torch.Tensor], list[dict[str, Any]]]
-
-
-class NonFiniteLossError(RuntimeError):
-    """Too many non-finite losses or gradients in a row; the run stops."""
 
 
 class Hook:

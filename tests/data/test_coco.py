@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from retina.data import CocoDetection, DataError, detections_to_coco
+from retina.data import CocoDetection, DataError, detections_to_coco_results
 
 
 def _write(tmp_path, images, annotations, categories):
@@ -137,10 +137,11 @@ def test_transforms_are_applied_on_numpy(small):
 
 def test_detections_to_coco_maps_labels_back(small):
     ds = CocoDetection(small[0], small[1])
-    res = detections_to_coco(ds, 5, torch.tensor([[1.0, 2, 11, 7]]), torch.tensor([0.9]),
-                             torch.tensor([2]))
+    det = {"image_id": 5, "boxes": torch.tensor([[1.0, 2, 11, 7]]),
+           "scores": torch.tensor([0.5]), "labels": torch.tensor([2])}
+    res = detections_to_coco_results([det], ds.cat_ids)
     assert res == [{"image_id": 5, "category_id": 90, "bbox": [1.0, 2.0, 10.0, 5.0],
-                    "score": 0.9}]
+                    "score": 0.5}]
 
 
 def test_coco_property_and_shapes(shapes_root):

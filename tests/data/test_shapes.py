@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from retina.data.shapes import SHAPE_NAMES, class_probabilities, main, make_shapes_dataset
+from retina.cli.make_shapes import main
+from retina.data.shapes import SHAPE_NAMES, class_probabilities, make_shapes_dataset
 
 
 def _files(root):

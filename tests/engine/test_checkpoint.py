@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+import retina.utils.io
 from retina.engine import checkpoint as ckpt
 from retina.engine.checkpoint import (
     CheckpointError,
@@ -183,7 +184,7 @@ def test_read_only_directory(tmp_path, monkeypatch):
         def refuse(*args, **kwargs):
             raise PermissionError(errno.EACCES, "Permission denied")
 
-        monkeypatch.setattr(ckpt.tempfile, "mkstemp", refuse)
+        monkeypatch.setattr(retina.utils.io.tempfile, "mkstemp", refuse)
     else:
         tmp_path.chmod(0o555)
     try:

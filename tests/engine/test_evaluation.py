@@ -3,6 +3,7 @@
 import contextlib
 import io
 import json
+import os
 import socket
 import types
 
@@ -14,15 +15,15 @@ import torch.multiprocessing as mp
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from retina.engine import evaluation
+import retina.utils.io
 from retina.engine.evaluation import (
     METRIC_KEYS,
-    ResultsError,
     evaluate_detections,
     format_metrics_table,
     run_inference,
-    write_json_atomic,
 )
+from retina.errors import ResultsError
+from retina.utils.io import write_json_atomic
 
 CAT_IDS = [3, 7, 12]  # deliberately not contiguous
 NAMES = ["circle", "square", "triangle"]
@@ -328,16 +329,15 @@ def test_distributed_gather_matches_single_process(gt_file):
 def test_write_json_atomic_on_a_full_disk(tmp_path, monkeypatch):
     path = tmp_path / "coco_results.json"
     write_json_atomic(path, [1, 2])
-    real_dump = json.dump
+    real_fsync = os.fsync
 
-    def full_disk(obj, f, **kwargs):
-        f.write("[1,")
+    def full_disk(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(evaluation.json, "dump", full_disk)
+    monkeypatch.setattr(retina.utils.io.os, "fsync", full_disk)
     with pytest.raises(ResultsError, match="coco_results.json: cannot write .No space left"):
         write_json_atomic(path, [3, 4])
-    monkeypatch.setattr(evaluation.json, "dump", real_dump)
+    monkeypatch.setattr(retina.utils.io.os, "fsync", real_fsync)
     assert json.loads(path.read_text()) == [1, 2]
     assert [p.name for p in tmp_path.iterdir()] == ["coco_results.json"]
 

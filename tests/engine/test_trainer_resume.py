@@ -21,7 +21,7 @@ MAX_ITER = 8
 
 def _command(root: Path, run_dir: Path, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "retina.train",
+        sys.executable, "-m", "retina.cli.train",
         f"data.root={root}", f"hydra.run.dir={run_dir}",
         "train.deterministic=true", "train.device=cpu", f"train.max_iter={MAX_ITER}",
         "train.batch_size=2", "train.checkpoint_period=2", "train.keep_checkpoints=10",

@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 ENTRY_POINTS = {
-    "retina-train": ("retina.train", "main"),
-    "retina-eval": ("retina.eval", "main"),
+    "retina-train": ("retina.cli.train", "main"),
+    "retina-eval": ("retina.cli.eval", "main"),
     "retina-check-data": ("retina.data.validate", "main"),
 }
 
@@ -144,7 +144,8 @@ def apply_faults(faults: dict[str, Any]) -> None:
             handle = real_open(file, mode, *args, **kwargs)
             writing = any(c in mode for c in "wax+")
             base = Path(file).name if isinstance(file, (str, os.PathLike)) else ""
-            # the file itself or a temporary sibling such as "<name>.tmp"
+            # the file itself or a temporary sibling (".tmp_<name>.XXXX", "<name>.tmp")
+            base = base.removeprefix(".tmp_")
             if writing and any(base == n or base.startswith(n + ".") for n in names):
                 return _DiskFullFile(handle)
             return handle

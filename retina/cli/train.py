@@ -3,7 +3,7 @@
     retina-train                                   # CPU demo: tiny model, shapes data
     retina-train model=retinanet_r50_fpn data=coco schedule=1x
     retina-train hydra.run.dir=outputs/run1 train.resume=true   # continue a run
-    torchrun --nproc_per_node=2 -m retina.train hydra.run.dir=outputs/ddp
+    torchrun --nproc_per_node=2 -m retina.cli.train hydra.run.dir=outputs/ddp
 
 The run directory holds ``checkpoints/`` (``last.pt`` = newest), ``tensorboard/``,
 ``coco_results.json`` and ``metrics.json`` (final COCO metrics in percent + resolved config).
@@ -20,8 +20,11 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from retina import config as _config
-from retina.config import exit_on_user_error, one_line, run_cli, user_errors, validate_config
+from retina.cli import common as _common
+from retina.cli.common import exit_on_user_error, run_cli
+from retina.config import CONFIG_DIR, validate_config
+from retina.errors import NonFiniteLossError, one_line, user_errors
+from retina.utils.device import device_type
 
 log = logging.getLogger("retina.train")
 
@@ -34,11 +37,11 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """
     validate_config(cfg)
     from retina.engine import distributed
-    from retina.engine.build import build_training_run, device_type
+    from retina.engine.build import build_training_run
     from retina.engine.evaluation import format_metrics_table
     from retina.engine.logging import write_metrics_json
 
-    dist = distributed.init_distributed(device_type(cfg.train.device))
+    dist = distributed.init_distributed(device_type(str(cfg.train.device), "train.device"))
     try:
         # every rank uses rank 0's directory (Hydra's timestamps may differ between processes)
         run_dir = Path(str(distributed.broadcast_object(str(run_dir))))
@@ -60,11 +63,6 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         distributed.cleanup()
 
 
-# An absolute path: relative ones are resolved against the caller, which breaks console
-# scripts run outside the repository.
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
-
-
 _failed_jobs: list[str] = []
 
 
@@ -73,7 +71,6 @@ def _record_failed_job(cfg: DictConfig, run_dir: Path, job: str, exc: BaseExcept
     log, and write ``metrics.json`` with ``status`` and ``error`` (``retina-report`` lists the
     job as failed), so that the sweep goes on with its other jobs."""
     from retina.engine.logging import write_metrics_json
-    from retina.engine.trainer import NonFiniteLossError
 
     message = one_line(exc)
     status = "diverged" if isinstance(exc, NonFiniteLossError) else "failed"
@@ -90,14 +87,14 @@ def _record_failed_job(cfg: DictConfig, run_dir: Path, job: str, exc: BaseExcept
     _failed_jobs.append(job)
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def _app(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    if hydra_cfg.mode == RunMode.MULTIRUN and not _config._traceback_requested:
+    if hydra_cfg.mode == RunMode.MULTIRUN and not _common._traceback_requested:
         try:
             metrics = train(cfg, run_dir)
         except user_errors() as exc:

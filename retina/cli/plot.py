@@ -6,7 +6,7 @@
 
 ``retina-plot loss-cdf checkpoint=PATH [data=GROUP] [data.KEY=VALUE ...] [images=N] [out=PATH]``
     Figure 4: cumulative distribution of the normalised loss over positive and over negative
-    anchors of a trained model, for γ ∈ {0, 0.5, 1, 2}; see :mod:`retina.plot_cdf`.
+    anchors of a trained model, for γ ∈ {0, 0.5, 1, 2}; see :mod:`retina.analysis.loss_cdf`.
 
 Arguments are ``key=value`` words (like the other entry points' overrides); figures are
 drawn with matplotlib's Agg canvas so no display is needed.
@@ -18,75 +18,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
+from retina.analysis.figures import FIGURE1_GAMMAS, plot_focal_curves
+from retina.errors import one_line, user_errors
 
-__all__ = [
-    "FIGURE1_GAMMAS",
-    "focal_curves",
-    "main",
-    "parse_args",
-    "plot_focal_curves",
-]
-
-FIGURE1_GAMMAS: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 5.0)
-"""The γ values of the paper's Figure 1."""
+__all__ = ["main", "parse_args"]
 
 _USAGE = (
     "usage: retina-plot focal-curves [out=PATH] [gammas=0,0.5,1,2,5]\n"
     "       retina-plot loss-cdf checkpoint=PATH [data=GROUP] [data.KEY=VALUE ...] "
     "[images=N] [gammas=0,0.5,1,2] [device=cpu] [out=PATH]"
 )
-
-
-def focal_curves(
-    gammas: Sequence[float] = FIGURE1_GAMMAS, num: int = 500
-) -> tuple[np.ndarray, dict[float, np.ndarray]]:
-    """FL(p_t) for ``num`` values of p_t in (0, 1], one curve per γ.
-
-    Returns:
-        ``p_t`` of shape (num,) and ``{γ: loss (num,)}``; the loss is
-        :func:`retina.ops.sigmoid_focal_loss` of the logit log(p_t / (1 - p_t)) against target 1
-        with ``alpha=None``, so the γ = 0 curve is the cross entropy -log(p_t).
-    """
-    import torch
-
-    from retina.ops import sigmoid_focal_loss
-
-    p_t = torch.linspace(1.0 / num, 1.0, num, dtype=torch.float64)
-    logits = torch.logit(p_t.clamp(max=1.0 - 1e-12))
-    targets = torch.ones_like(logits)
-    curves = {
-        float(g): sigmoid_focal_loss(logits, targets, alpha=None, gamma=float(g)).numpy()
-        for g in gammas
-    }
-    return p_t.numpy(), curves
-
-
-def plot_focal_curves(out: Path, gammas: Sequence[float] = FIGURE1_GAMMAS) -> Path:
-    """Draw Figure 1 (loss against the probability of the ground-truth class) to ``out``."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    p_t, curves = focal_curves(gammas)
-    fig = Figure(figsize=(6.0, 4.5))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for gamma, loss in curves.items():
-        ax.plot(p_t, loss, label=f"γ = {gamma:g}", linewidth=2)
-    ax.axvspan(0.6, 1.0, color="0.92", zorder=0)
-    ax.text(0.8, 1.3, "well-classified\nexamples", ha="center", fontsize=9)
-    ax.text(0.3, 3.0, r"$CE(p_t) = -\log(p_t)$" "\n" r"$FL(p_t) = -(1-p_t)^\gamma \log(p_t)$",
-            fontsize=10)
-    ax.set_xlim(0.0, 1.0)
-    ax.set_ylim(0.0, 5.0)
-    ax.set_xlabel("probability of ground truth class (p_t)")
-    ax.set_ylabel("loss")
-    ax.legend(loc="upper right")
-    ax.set_title("Focal loss vs. cross entropy (paper Figure 1)", fontsize=10)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    return out
 
 
 def _floats(name: str, text: str) -> tuple[float, ...]:
@@ -129,7 +70,7 @@ def _focal_curves_main(argv: Sequence[str]) -> Path:
 
 
 def _loss_cdf_main(argv: Sequence[str]) -> Path:
-    from retina.plot_cdf import FIGURE4_GAMMAS, loss_cdf_from_checkpoint
+    from retina.analysis.loss_cdf import FIGURE4_GAMMAS, loss_cdf_from_checkpoint
 
     args, data_overrides = parse_args(
         argv, ("checkpoint", "data", "images", "gammas", "device", "out")
@@ -167,8 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         out = commands[args[0]](args[1:])
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+    except (*user_errors(), ValueError, FileNotFoundError, KeyError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else one_line(err)
         print(f"retina-plot {args[0]}: {message}", file=sys.stderr)
         return 1
     print(f"wrote {out}")

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from retina.utils.io import save_figure_atomic
+
 __all__ = [
     "FIGURE4_GAMMAS",
     "anchor_logits_and_labels",
@@ -151,25 +153,28 @@ def plot_loss_cdf(
     if note:
         fig.suptitle(note, fontsize=9)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    return out
+    return save_figure_atomic(fig, out)
 
 
-def _val_dataset(config: dict[str, Any], data: str | None, overrides: Sequence[str]) -> Any:
+def _val_dataset(
+    config: dict[str, Any], data: str | None, overrides: Sequence[str], checkpoint: Path
+) -> Any:
     """The validation set: the checkpoint's ``data`` config, or the ``data=GROUP`` config of
-    this project's ``configs/``, with ``data.KEY=VALUE`` overrides."""
+    this project's configs, with ``data.KEY=VALUE`` overrides."""
     from omegaconf import OmegaConf
 
     from retina.data import CocoDetection
     from retina.engine.build import prepare_data_root
     from retina.engine.distributed import DistInfo
+    from retina.utils.instantiate import check_targets, instantiate_untrusted
 
+    where = "data" if data is not None else f"{checkpoint}: config.data"
     if data is not None:
         node = _compose_data(data, overrides)
     else:
         if not isinstance(config.get("data"), dict):
             raise ValueError("the checkpoint has no data config; pass data=GROUP (e.g. shapes)")
+        check_targets(config["data"], where)
         node = OmegaConf.create(config["data"])
         if overrides:
             node = OmegaConf.merge(node, OmegaConf.from_dotlist(
@@ -177,13 +182,9 @@ def _val_dataset(config: dict[str, Any], data: str | None, overrides: Sequence[s
     for key in ("root", "val_ann", "val_images"):
         if OmegaConf.select(node, key) is None:
             raise ValueError(f"data.{key} is not set")
-    transforms = OmegaConf.to_container(node.get("val_transforms"), resolve=True) \
-        if node.get("val_transforms") is not None else None
-    _check_target(transforms, "data.val_transforms")
-    if transforms is not None:
-        from hydra.utils import instantiate
-
-        transforms = instantiate(transforms)
+    transforms = None
+    if node.get("val_transforms") is not None:
+        transforms = instantiate_untrusted(node.val_transforms, f"{where}.val_transforms")
     root = prepare_data_root(node, DistInfo())
     return CocoDetection(root / node.val_ann, root / node.val_images, transforms=transforms,
                          drop_empty=False, on_broken="skip")
@@ -193,30 +194,17 @@ def _compose_data(group: str, overrides: Sequence[str]) -> Any:
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
-    import retina
+    from retina.config import CONFIG_DIR
+    from retina.errors import first_line
 
-    config_dir = Path(retina.__file__).resolve().parent.parent / "configs"
-    if not (config_dir / "data" / f"{group}.yaml").is_file():
-        raise ValueError(f"data={group}: no such config ({config_dir / 'data'})")
+    if not (CONFIG_DIR / "data" / f"{group}.yaml").is_file():
+        raise ValueError(f"data={group}: no such config ({CONFIG_DIR / 'data'})")
     try:
-        with initialize_config_dir(str(config_dir), version_base="1.3"):
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
             cfg = compose("train", overrides=[f"data={group}", *overrides])
     except HydraException as err:
-        raise ValueError(f"data overrides: {str(err).splitlines()[0]}") from None
+        raise ValueError(f"data overrides: {first_line(err)}") from None
     return cfg.data
-
-
-def _check_target(node: Any, where: str) -> None:
-    """Only callables of this package may be built from a checkpoint's config."""
-    if isinstance(node, dict):
-        target = node.get("_target_")
-        if target is not None and not str(target).startswith("retina."):
-            raise ValueError(f"{where}._target_: {target!r} is outside the retina package")
-        for key, value in node.items():
-            _check_target(value, f"{where}.{key}")
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            _check_target(value, f"{where}[{i}]")
 
 
 def loss_cdf_from_checkpoint(
@@ -233,28 +221,16 @@ def loss_cdf_from_checkpoint(
     """Figure 4 for a trained model: run it on ``max_images`` validation images and plot.
 
     Raises:
-        FileNotFoundError / ValueError: with a one-line message naming the checkpoint, the
-            data config key or the dataset file at fault.
+        CheckpointError / DataError / ValueError: with a one-line message naming the
+            checkpoint, the data config key or the dataset file at fault.
     """
     from retina.data import collate_detection
-    from retina.engine.checkpoint import (
-        CheckpointError,
-        build_model_from_checkpoint,
-        load_checkpoint,
-    )
+    from retina.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
 
-    try:
-        state = load_checkpoint(checkpoint)
-        model = build_model_from_checkpoint(state, checkpoint)
-    except CheckpointError as err:
-        raise ValueError(str(err)) from None
+    state = load_checkpoint(checkpoint)
+    model = build_model_from_checkpoint(state, checkpoint)
     model.eval().to(device)
-    from retina.data import DataError
-
-    try:
-        dataset = _val_dataset(state.get("config") or {}, data, data_overrides)
-    except DataError as err:
-        raise ValueError(str(err).splitlines()[0]) from None
+    dataset = _val_dataset(state.get("config") or {}, data, data_overrides, checkpoint)
     count = min(max_images, len(dataset))
     losses: dict[float, tuple[list[Tensor], list[Tensor]]] = {float(g): ([], []) for g in gammas}
     for start in range(0, count, batch_size):

@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from retina.paper import TABLE1, paper_rows
-from retina.report import (
+from retina.analysis.paper import TABLE1, paper_rows
+from retina.analysis.report import (
     build_table,
     format_markdown,
     heatmap_axes,
-    main,
     match_paper_row,
     write_report,
 )
-from retina.report_runs import Run, brief, collect_runs, expected_jobs, run_axes
+from retina.analysis.runs import Run, brief, collect_runs, expected_jobs, run_axes
+from retina.cli.report import main
 
 EXPERIMENT = "table1b_gamma_alpha"
 GRID = [(g, a) for g in (0.0, 2.0, 5.0) for a in (0.25, 0.75)]  # sweeper order: alpha fastest

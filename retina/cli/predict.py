@@ -8,9 +8,7 @@ Writes ``<output>/<image stem>.png`` with boxes, class names and scores drawn, a
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,19 +18,19 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from retina.config import ConfigError, run_cli
-from retina.data.errors import DataError
-from retina.eval import exit_on_cli_error, load_for_inference, required_value, resolve_device
+from retina.cli.common import exit_on_user_error, required_value, run_cli
+from retina.config import CONFIG_DIR
+from retina.engine.inference import load_for_inference
+from retina.errors import ConfigError, DataError
+from retina.utils.device import select_device
+from retina.utils.io import save_image_atomic, write_json_atomic
+from retina.utils.vis import draw_detections
 
-__all__ = ["draw_detections", "list_images", "main", "predict", "read_image"]
+__all__ = ["list_images", "main", "predict", "read_image"]
 
 log = logging.getLogger("retina.predict")
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-PALETTE = (
-    (230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128),
-)  # fmt: skip
 
 
 def list_images(source: Path) -> list[Path]:
@@ -58,39 +56,6 @@ def read_image(path: Path) -> np.ndarray:
     except (OSError, UnidentifiedImageError, ValueError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise DataError(f"{path}: cannot read image ({reason})") from None
-
-
-def draw_detections(
-    image: np.ndarray, detections: Sequence[dict[str, Any]]
-) -> Any:
-    """Draw boxes with ``"<class> <score>"`` captions on a copy of ``image`` (PIL ImageDraw).
-
-    Args:
-        image: RGB ``(H, W, 3)`` uint8.
-        detections: entries with ``box`` xyxy (image pixels), ``score``, ``label``,
-            ``class_name``.
-
-    Returns:
-        A ``PIL.Image`` with the drawing.
-    """
-    from PIL import Image, ImageDraw, ImageFont
-
-    canvas = Image.fromarray(image)
-    draw = ImageDraw.Draw(canvas)
-    h, w = image.shape[:2]
-    width = max(1, round(min(h, w) / 250))
-    font = ImageFont.load_default(size=max(10, round(min(h, w) / 40)))
-    for det in sorted(detections, key=lambda d: d["score"]):  # best drawn last, on top
-        color = PALETTE[det["label"] % len(PALETTE)]
-        x1, y1, x2, y2 = det["box"]
-        draw.rectangle((x1, y1, x2, y2), outline=color, width=width)
-        caption = f"{det['class_name']} {det['score']:.2f}"
-        left, top, right, bottom = draw.textbbox((0, 0), caption, font=font)
-        tw, th = right - left, bottom - top + 2
-        ty = y1 - th if y1 - th >= 0 else y1  # above the box, or inside it at the top edge
-        draw.rectangle((x1, ty, x1 + tw + 4, ty + th), fill=color)
-        draw.text((x1 + 2, ty - top + 1), caption, fill=(255, 255, 255), font=font)
-    return canvas
 
 
 def _transforms(cfg: DictConfig, state: dict) -> Any:
@@ -127,20 +92,6 @@ def _batches(
         yield images, targets
 
 
-def _save_png(image: Any, path: Path) -> None:
-    """Save through ``<name>.tmp`` so a full disk leaves no truncated PNG behind."""
-    from retina.engine.evaluation import ResultsError
-
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except OSError as err:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise ResultsError(f"{path}: cannot write ({err.strerror or err})") from err
-
-
 def _output_names(paths: Sequence[Path]) -> list[str]:
     """``<stem>.png``, with the suffix kept in the name when two inputs share a stem."""
     stems = [p.stem for p in paths]
@@ -152,7 +103,7 @@ def _output_names(paths: Sequence[Path]) -> list[str]:
 
 def predict(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Everything ``retina-predict`` does; returns the ``detections.json`` content."""
-    from retina.engine.evaluation import run_inference, write_json_atomic
+    from retina.engine.evaluation import run_inference
 
     checkpoint = required_value(cfg, "checkpoint")
     source = Path(required_value(cfg, "input"))
@@ -162,7 +113,7 @@ def predict(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         raise ConfigError("score_thresh", f"must be in [0, 1], got {thresh!r}")
     if not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
         raise ConfigError("batch_size", f"must be a positive integer, got {cfg.batch_size!r}")
-    device = resolve_device(str(cfg.device), "device")
+    device = select_device(str(cfg.device), "device")
     paths = list_images(source)
     if output.resolve() in {p.parent.resolve() for p in paths}:
         raise ConfigError("output", f"{output} is the input folder (its images would be lost)")
@@ -196,7 +147,7 @@ def predict(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             )
         ]
         image = read_image(path)
-        _save_png(draw_detections(image, entries), output / names[det["image_id"]])
+        save_image_atomic(draw_detections(image, entries), output / names[det["image_id"]])
         records.append({
             "file": str(path), "output": names[det["image_id"]],
             "height": int(image.shape[0]), "width": int(image.shape[1]), "detections": entries,
@@ -208,15 +159,11 @@ def predict(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return result
 
 
-# Absolute: a relative config_path would be resolved against the console script's caller.
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
-
-
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="predict")
 def _app(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    with exit_on_cli_error("retina-predict"):
+    with exit_on_user_error("retina-predict"):
         predict(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 

@@ -37,7 +37,7 @@ def run_train(args: list[str], timeout: float = 300) -> subprocess.CompletedProc
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
-        [sys.executable, "-m", "retina.train", *args],
+        [sys.executable, "-m", "retina.cli.train", *args],
         capture_output=True, text=True, timeout=timeout, env=env,
     )  # fmt: skip
 
@@ -87,7 +87,8 @@ def test_few_iterations_through_the_cli(shapes_root, tmp_path):
     eval_dir = tmp_path / "eval"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     evaluated = subprocess.run(
-        [sys.executable, "-m", "retina.eval", f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}",
+        [sys.executable, "-m", "retina.cli.eval",
+         f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}",
          f"hydra.run.dir={eval_dir}", "eval.num_workers=0"],
         capture_output=True, text=True, timeout=300, env=env,
     )  # fmt: skip

@@ -1,4 +1,4 @@
-"""``retina-report DIR``: the paper's Table 1 from a Hydra multirun directory.
+"""A sweep's report (``retina-report DIR``): the paper's Table 1 from a multirun directory.
 
 A multirun directory (``retina-train -m +experiment=NAME``) holds one folder per job,
 ``DIR/0/``, ``DIR/1/``, ... with ``.hydra/overrides.yaml`` and, once the job finished,
@@ -12,21 +12,22 @@ the rest of the grid is recovered from ``multirun.yaml``), and writes
 - ``DIR/heatmap.png``: AP over γ × α (or over the two swept axes when γ and α are fixed).
 
 Reading (:func:`collect_runs`), matching and formatting (:func:`build_table`,
-:func:`format_markdown`) are separate functions; :func:`main` only wires them.
+:func:`format_markdown`) are separate functions; :mod:`retina.cli.report` only wires them.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from retina.paper import TABLE1, TABLE1_BLOCKS, PaperRow
-from retina.report_runs import Run, collect_runs, run_axes
+from retina.analysis.paper import TABLE1, TABLE1_BLOCKS, PaperRow
+from retina.analysis.runs import Run, collect_runs, run_axes
+from retina.utils.io import save_figure_atomic, write_text_atomic
 
 __all__ = [
     "AXIS_LABELS",
@@ -37,7 +38,6 @@ __all__ = [
     "format_markdown",
     "heatmap_axes",
     "infer_block",
-    "main",
     "match_paper_row",
     "plot_heatmap",
     "write_csv",
@@ -303,18 +303,19 @@ def write_csv(table: ReportTable, path: Path) -> None:
     axis_names += [k for k in table.columns if k not in axis_names]
     fields = ["job", "status", "reason", *axis_names, *metric_names]
     fields += ["paper_AP", "paper_AP50", "paper_AP75", "wall_time_s", "overrides"]
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(fields)
-        for row in table.rows:
-            run, paper = row.run, row.paper
-            line: list[Any] = [run.name, run.status, run.reason]
-            line += [_fmt_value(row.axes[k]) if k in row.axes else "" for k in axis_names]
-            line += [run.metrics.get(m, "") for m in metric_names]
-            line += [paper.ap, paper.ap50, paper.ap75] if paper else ["", "", ""]
-            line += ["" if run.wall_time is None else f"{run.wall_time:.1f}"]
-            line.append(" ".join(run.overrides))
-            writer.writerow(line)
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(fields)
+    for row in table.rows:
+        run, paper = row.run, row.paper
+        line: list[Any] = [run.name, run.status, run.reason]
+        line += [_fmt_value(row.axes[k]) if k in row.axes else "" for k in axis_names]
+        line += [run.metrics.get(m, "") for m in metric_names]
+        line += [paper.ap, paper.ap50, paper.ap75] if paper else ["", "", ""]
+        line += ["" if run.wall_time is None else f"{run.wall_time:.1f}"]
+        line.append(" ".join(run.overrides))
+        writer.writerow(line)
+    write_text_atomic(path, buffer.getvalue())
 
 
 def heatmap_axes(table: ReportTable) -> tuple[str | None, str | None]:
@@ -390,34 +391,13 @@ def plot_heatmap(table: ReportTable, path: Path) -> None:
     ax.set_ylabel(AXIS_LABELS.get(y_key, y_key) if y_key else "")
     ax.set_title(f"AP over {ax.get_ylabel()} × {ax.get_xlabel()}\n{table.title}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure_atomic(fig, path)
 
 
 def write_report(multirun_dir: Path) -> ReportTable:
     """Collect ``multirun_dir`` and write ``table.md``, ``table.csv`` and ``heatmap.png``."""
     table = build_table(collect_runs(multirun_dir))
-    (multirun_dir / "table.md").write_text(format_markdown(table), encoding="utf-8")
+    write_text_atomic(multirun_dir / "table.md", format_markdown(table))
     write_csv(table, multirun_dir / "table.csv")
     plot_heatmap(table, multirun_dir / "heatmap.png")
     return table
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point: ``retina-report DIR``."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 1 or args[0] in ("-h", "--help"):
-        print("usage: retina-report DIR   (DIR: a `retina-train -m` multirun directory)",
-              file=sys.stderr)
-        return 0 if args and args[0] in ("-h", "--help") else 2
-    try:
-        table = write_report(Path(args[0]))
-    except (FileNotFoundError, NotADirectoryError, ValueError) as err:
-        print(f"retina-report: {err}", file=sys.stderr)
-        return 1
-    print(format_markdown(table), end="")
-    print(f"wrote {Path(args[0]) / 'table.md'}, table.csv, heatmap.png")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,8 +11,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
-from retina.config import ConfigError, one_line, validate_config
+from retina.config import validate_config
 from retina.engine.build import build_model, build_optimization
+from retina.errors import ConfigError, one_line
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 GROUPS = {

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retina.plot import FIGURE1_GAMMAS, focal_curves, main, parse_args
+from retina.analysis.figures import FIGURE1_GAMMAS, focal_curves
+from retina.cli.plot import main, parse_args
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -63,7 +64,7 @@ def _tiny_checkpoint(tmp_path: Path) -> Path:
 
     from retina.data import make_shapes_dataset
 
-    configs = Path(__file__).resolve().parents[1] / "configs"
+    configs = Path(__file__).resolve().parents[2] / "configs"
     model_cfg = yaml.safe_load((configs / "model" / "retinanet_tiny.yaml").read_text())
     loss_cfg = yaml.safe_load((configs / "loss" / "focal.yaml").read_text())
     data_cfg = yaml.safe_load((configs / "data" / "shapes.yaml").read_text())
@@ -79,7 +80,7 @@ def _tiny_checkpoint(tmp_path: Path) -> Path:
 
 
 def test_normalized_loss_cdf():
-    from retina.plot_cdf import normalized_loss_cdf
+    from retina.analysis.loss_cdf import normalized_loss_cdf
 
     fraction, cdf = normalized_loss_cdf(np.array([3.0, 1.0, 0.0, 4.0]))
     np.testing.assert_allclose(fraction, [0.25, 0.5, 0.75, 1.0])
@@ -91,7 +92,7 @@ def test_normalized_loss_cdf():
 def test_per_anchor_losses_split_and_gamma_order():
     import torch
 
-    from retina.plot_cdf import per_anchor_losses
+    from retina.analysis.loss_cdf import per_anchor_losses
 
     logits = torch.randn(50, 3, generator=torch.Generator().manual_seed(0))
     labels = torch.tensor([0, 2, -2] + [-1] * 47)

@@ -17,7 +17,7 @@ from retina.data import CocoDetection, make_shapes_dataset
 from retina.engine.checkpoint import save_checkpoint
 from retina.engine.evaluation import METRIC_KEYS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def make_checkpoint(root: Path, num_classes: int = 3, size: int = 96) -> Path:
@@ -59,7 +59,7 @@ def test_eval_writes_results_metrics_and_table(setup):
     root, ckpt = setup
     run_dir = root / "run"
     proc = run_cli(
-        "retina.eval", f"checkpoint={ckpt}", f"hydra.run.dir={run_dir}",
+        "retina.cli.eval", f"checkpoint={ckpt}", f"hydra.run.dir={run_dir}",
         "eval.num_workers=0", "eval.score_thresh=0.005", cwd=root,
     )
     assert proc.returncode == 0, proc.stderr
@@ -94,7 +94,7 @@ def run_in_process(body, config_name: str, overrides: list[str], run_dir: Path):
     (the error paths, without paying a subprocess start each)."""
     from hydra import compose, initialize_config_dir
 
-    from retina.eval import exit_on_cli_error
+    from retina.cli.common import exit_on_user_error as exit_on_cli_error
 
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=overrides)
@@ -103,7 +103,7 @@ def run_in_process(body, config_name: str, overrides: list[str], run_dir: Path):
 
 
 def eval_error(overrides: list[str], run_dir: Path, capsys) -> str:
-    from retina.eval import evaluate_checkpoint
+    from retina.cli.eval import evaluate_checkpoint
 
     with pytest.raises(SystemExit) as info:
         run_in_process(evaluate_checkpoint, "eval", overrides, run_dir)
@@ -126,7 +126,7 @@ def test_eval_label_mapping_mismatch(setup, tmp_path, capsys):
     other = tmp_path / "two_classes"
     make_shapes_dataset(other, train=0, val=2, size=64, num_classes=2, workers=1)
     err = eval_error([f"checkpoint={ckpt}", "data=shapes", f"data.root={other}"], tmp_path, capsys)
-    assert "category ids [1, 2] do not match the checkpoint's [1, 2, 3]" in err
+    assert "[1 'circle', 2 'square'] do not match the checkpoint's [1 'circle', 2 'square'," in err
 
 
 @pytest.mark.parametrize(

@@ -13,10 +13,11 @@ import yaml
 from hydra.utils import instantiate
 from PIL import Image
 
+from retina.cli.predict import _output_names
 from retina.engine.checkpoint import save_checkpoint
-from retina.predict import _output_names, draw_detections
+from retina.utils.vis import draw_detections
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NAMES = ["circle", "square", "triangle"]
 CAT_IDS = [1, 5, 9]
 
@@ -50,7 +51,7 @@ def test_predict_folder(setup):
     out = root / "out"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
-        [sys.executable, "-m", "retina.predict", f"checkpoint={ckpt}", f"input={images}",
+        [sys.executable, "-m", "retina.cli.predict", f"checkpoint={ckpt}", f"input={images}",
          f"output={out}", "score_thresh=0.0", f"hydra.run.dir={root / 'run'}"],
         cwd=root, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -72,8 +73,8 @@ def test_predict_folder(setup):
 def run_predict(overrides: list[str], tmp_path: Path):
     from hydra import compose, initialize_config_dir
 
-    from retina.eval import exit_on_cli_error
-    from retina.predict import predict
+    from retina.cli.common import exit_on_user_error as exit_on_cli_error
+    from retina.cli.predict import predict
 
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         cfg = compose(config_name="predict", overrides=overrides)

@@ -14,8 +14,12 @@ import torch
 from torchvision.models.detection import retinanet_resnet50_fpn, retinanet_resnet50_fpn_v2
 from torchvision.models.detection.image_list import ImageList
 
-from retina.convert import convert_state_dict, from_torchvision, infer_config_from_state_dict
 from retina.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
+from retina.modeling.torchvision import (
+    convert_state_dict,
+    from_torchvision,
+    infer_config_from_state_dict,
+)
 
 SIDE = 128
 NUM_CLASSES = 5
@@ -118,7 +122,7 @@ def test_old_head_layout_and_config_inference(pair):
 
 
 def _load_script():
-    path = Path(__file__).resolve().parents[1] / "scripts" / "convert_torchvision.py"
+    path = Path(__file__).resolve().parents[2] / "scripts" / "convert_torchvision.py"
     spec = importlib.util.spec_from_file_location("convert_torchvision", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

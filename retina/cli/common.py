@@ -1,0 +1,54 @@
+"""What every console script shares: one-line errors, exit codes, required values."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from retina.errors import ConfigError, one_line, user_errors
+
+_traceback_requested = os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+@contextmanager
+def exit_on_user_error(prog: str) -> Iterator[None]:
+    """Turn :func:`retina.errors.user_errors` into one line on stderr and exit status 1 (a
+    traceback only when the user set ``HYDRA_FULL_ERROR=1``). Use it inside the
+    ``@hydra.main`` function too: Hydra itself would print an extra "Error executing job"
+    line first."""
+    try:
+        yield
+    except user_errors() as exc:
+        if _traceback_requested:
+            raise
+        sys.stderr.write(f"{prog}: error: {one_line(exc)}\n")
+        sys.stderr.flush()
+        sys.exit(1)
+
+
+def run_cli(app: Callable[[], Any], prog: str) -> None:
+    """Run a ``@hydra.main`` function with one-line errors for bad input.
+
+    Hydra prints its own errors (an unknown override key, a missing config group option)
+    over several lines unless ``HYDRA_FULL_ERROR`` is set, in which case it re-raises them;
+    so it is set here and the error printed as one line by :func:`exit_on_user_error`.
+    """
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        with exit_on_user_error(prog):
+            app()
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{prog}: interrupted\n")
+        sys.exit(130)
+
+
+def required_value(cfg: DictConfig, key: str) -> str:
+    """A mandatory string value (``???`` in the config), with a clear error when unset."""
+    if OmegaConf.is_missing(cfg, key) or cfg.get(key) in (None, ""):
+        raise ConfigError(key, f"is required ({key}=...)")
+    return str(cfg.get(key))

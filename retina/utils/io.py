@@ -1,0 +1,103 @@
+"""Atomic file writes: the one way retina writes a result, figure or checkpoint.
+
+Every write goes to a temporary file in the destination's folder, is flushed and fsynced,
+then renamed over the destination. A full disk, a kill or Ctrl-C leaves either the old file
+or the new one, never a truncated one, and no temporary file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from retina.errors import ResultsError
+
+TMP_PREFIX = ".tmp_"
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """Write ``path`` through ``write(binary_file)`` on a temporary sibling, then rename.
+
+    Raises:
+        OSError: from the write or rename; the temporary file is removed first (also on
+            ``KeyboardInterrupt`` and ``SystemExit``).
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        with open(tmp, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _results_error(path: Path, err: OSError) -> ResultsError:
+    return ResultsError(f"{path}: cannot write ({err.strerror or err})")
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any, indent: int | None = None) -> Path:
+    """Write ``payload`` as JSON to ``path`` atomically (parent folders created).
+
+    Raises:
+        ResultsError: ``"<path>: cannot write (<reason>)"``; an existing ``path`` keeps its
+            old content.
+    """
+    path = Path(path)
+    data = (json.dumps(payload, indent=indent, default=str) + "\n").encode("utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return atomic_write(path, lambda f: f.write(data))
+    except OSError as err:
+        raise _results_error(path, err) from err
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically; :class:`ResultsError` on failure."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    except OSError as err:
+        raise _results_error(path, err) from err
+
+
+def save_figure_atomic(fig: Any, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Save a matplotlib figure as PNG atomically; :class:`ResultsError` on failure."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
+    except OSError as err:
+        raise _results_error(path, err) from err
+
+
+def save_image_atomic(image: Any, path: str | os.PathLike, format: str = "PNG") -> Path:
+    """Save a ``PIL.Image`` atomically; :class:`ResultsError` on failure."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return atomic_write(path, lambda f: image.save(f, format=format))
+    except OSError as err:
+        raise _results_error(path, err) from err
+
+
+def remove_stale_temps(directory: str | os.PathLike) -> int:
+    """Delete temporary files a killed process left in ``directory``; returns the count."""
+    count = 0
+    for tmp in Path(directory).glob(f"{TMP_PREFIX}*"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            count += 1
+    return count
