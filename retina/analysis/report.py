@@ -58,7 +58,7 @@ AXIS_LABELS: dict[str, str] = {
     "ohem_pos_fraction": "OHEM pos. fraction",
     "ohem_nms": "OHEM NMS",
 }
-"""Column headers for the ablation axes that :func:`retina.report_runs.run_axes` extracts."""
+"""Column headers for the ablation axes that :func:`retina.analysis.runs.run_axes` extracts."""
 
 _EXPERIMENT_BLOCKS = {
     "table1a_alpha_ce": "a",
@@ -121,7 +121,7 @@ def match_paper_row(axes: dict[str, Any], block: str | None = None) -> PaperRow 
     NMS threshold. With ``block=None`` blocks b, a, c are tried in that order.
 
     Args:
-        axes: the run's ablation values from :func:`retina.report_runs.run_axes`.
+        axes: the run's ablation values from :func:`retina.analysis.runs.run_axes`.
         block: ``"a"``-``"d"`` or ``None``.
     """
     blocks = [block] if block else ["b", "a", "c"]

@@ -173,7 +173,7 @@ def build_optimization(
 
 @dataclass
 class TrainingRun:
-    """Everything :func:`retina.train.train` needs to run and report."""
+    """Everything :func:`retina.cli.train.train` needs to run and report."""
 
     trainer: Trainer
     logger: RunLogger
