@@ -270,7 +270,10 @@ def _entry(words: list[str]) -> tuple[str | None, str | None, list[str]]:
     if head in ("python", "python3", "torchrun") or re.match(r"^python3\.\d+$", head):
         if "-m" in rest:
             i = rest.index("-m")
-            return ("module", rest[i + 1], rest[i + 2 :]) if i + 1 < len(rest) else (None, None, [])
+            module = rest[i + 1] if i + 1 < len(rest) else ""
+            if not re.fullmatch(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*", module):
+                return None, None, []  # a placeholder: retina.cli.NAME, retina…
+            return "module", module, rest[i + 2 :]
         if head != "torchrun" and rest and rest[0].endswith(".py"):
             return "file", rest[0], rest[1:]
         return None, None, []
@@ -318,15 +321,22 @@ def _hydra_overrides(args: list[str], where: str, problems: list[str]) -> list[s
     return overrides
 
 
-def _compose(config_name: str, overrides: list[str], validate: bool) -> None:
+@cache
+def _compose(config_name: str, overrides: tuple[str, ...], validate: bool) -> Exception | None:
+    """The exception composing (and, with ``validate``, validating) raises; None if none.
+    Cached: the same command often appears on several pages."""
     from hydra import compose, initialize_config_dir
 
     from retina.config import CONFIG_DIR, validate_config
 
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name, overrides=overrides)
-    if validate:
-        validate_config(cfg)
+    try:
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose(config_name, overrides=list(overrides))
+        if validate:
+            validate_config(cfg)
+    except Exception as err:  # noqa: BLE001 - any failure to compose is the finding
+        return err
+    return None
 
 
 def _check_hydra(cmd: Command, config_name: str, args: list[str], problems: list[str]) -> None:
@@ -335,9 +345,8 @@ def _check_hydra(cmd: Command, config_name: str, args: list[str], problems: list
     overrides = _hydra_overrides(args, cmd.where, problems)
     if overrides is None:
         return
-    try:
-        _compose(config_name, overrides, validate=cmd.expect_error is not None)
-    except Exception as err:  # noqa: BLE001 - any failure to compose is the finding
+    err = _compose(config_name, tuple(overrides), cmd.expect_error is not None)
+    if err is not None:
         message = one_line(err)
         if cmd.expect_error is None:
             problems.append(f"{cmd.where}: {' '.join(cmd.words)}: {message}")
