@@ -19,8 +19,8 @@ repository (after ``VAR=value``, ``nice``, ``time`` and ``.venv/bin/`` prefixes)
   ``tests/``) must exist.
 
 Also: every relative link and image resolves (``#anchors`` against the target's headings),
-every code span that is a repository path exists, and every ``from retina... import`` in a
-``python`` block imports.
+every code span that is a repository path exists, every ``retina.x.y`` name in a code span
+resolves, and every ``from retina... import`` in a ``python`` block imports.
 """
 
 from __future__ import annotations
@@ -474,6 +474,34 @@ def check_repo_paths(text: str, name: str) -> list[str]:
     return problems
 
 
+def _resolves(dotted: str) -> bool:
+    """Whether ``retina.a.b`` names a module, or an attribute of the longest module prefix."""
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for part in parts[i:]:
+            if not hasattr(obj, part):
+                return False
+            obj = getattr(obj, part)
+        return True
+    return False
+
+
+def check_dotted_names(text: str, name: str) -> list[str]:
+    """``retina.x.y`` names in code spans of the prose resolve (``retina.cli.NAME`` is a
+    placeholder)."""
+    problems = []
+    for number, line in _prose(text.splitlines()):
+        for span in re.findall(r"`([^`]+)`", line):
+            for dotted in re.findall(r"\bretina(?:\.[A-Za-z_]\w*)+", span):
+                if not re.search(r"\.[A-Z][A-Z_]*$", dotted) and not _resolves(dotted):
+                    problems.append(f"{name}:{number}: {dotted}: no such module or attribute")
+    return problems
+
+
 def check_python_imports(text: str, name: str) -> list[str]:
     """``from retina... import x`` lines of ``python`` blocks import."""
     problems = []
@@ -509,6 +537,7 @@ def check_markdown(text: str, path: Path) -> list[str]:
     problems += check_links(text, path)
     problems += check_repo_paths(text, name)
     problems += check_python_imports(text, name)
+    problems += check_dotted_names(text, name)
     return problems
 
 

@@ -58,6 +58,7 @@ def _problems(markdown: str, tmp_path: Path) -> list[str]:
         ("The numbers live in `retina/paper.py`.", "retina/paper.py: no such file"),
         ("```python\nfrom retina.convert import from_torchvision\n```", "retina.convert"),
         ("```python\nfrom retina.ops import focal_lossx\n```", "has no focal_lossx"),
+        ("Call `retina.paper.TABLE1` for the rows.", "retina.paper.TABLE1: no such module"),
         (
             "```console\n$ retina-train loss.gamma=-1\nretina-train: error: loss.gamma: bad\n```",
             "documented error 'loss.gamma: bad'",
