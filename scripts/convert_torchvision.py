@@ -1,8 +1,13 @@
 #!/usr/bin/env python
 """Convert a saved torchvision RetinaNet state dict into a checkpoint ``retina-eval`` accepts.
 
+    python scripts/convert_torchvision.py RetinaNet_ResNet50_FPN_Weights.COCO_V1 r50_v1.pt
+    python scripts/convert_torchvision.py RetinaNet_ResNet50_FPN_V2_Weights.COCO_V1 r50_v2.pt
     python scripts/convert_torchvision.py retinanet_resnet50_fpn_coco-eeacb38b.pth r50_v1.pt
-    python scripts/convert_torchvision.py retinanet_resnet50_fpn_v2_coco-5905b1c5.pth r50_v2.pt
+
+The input is a local state dict file or a torchvision RetinaNet weights name; a name is read
+from the torch hub cache (``$TORCH_HOME/hub/checkpoints``) or downloaded into it by torch hub,
+with a progress bar (offline: one line naming the URL and the path to put the file at).
 
 v1 (P6 from P5, L1 box loss) or v2 (P6 from C5, GroupNorm heads, GIoU) is recognised from
 the weights. The backbone's norm epsilon is not stored in a state dict: by default v1 gets
@@ -20,10 +25,28 @@ from pathlib import Path
 
 import torch
 
+from retina.errors import ConfigError
+from retina.modeling.pretrained import is_weights_file, load_weights
 from retina.modeling.torchvision import convert_state_dict, infer_config_from_state_dict
 
+WEIGHTS_NAMES = (
+    "RetinaNet_ResNet50_FPN_Weights.COCO_V1",
+    "RetinaNet_ResNet50_FPN_V2_Weights.COCO_V1",
+)
 
-def _load_state(path: Path) -> dict:
+
+def _load_state(source: str) -> dict:
+    """State dict of a local file, or of a torchvision RetinaNet weights name (hub cache or
+    download)."""
+    if not is_weights_file(source):
+        if not source.startswith("RetinaNet_"):
+            raise SystemExit(f"{source}: neither an existing file nor a torchvision RetinaNet "
+                             f"weights name ({' or '.join(WEIGHTS_NAMES)})")  # fmt: skip
+        try:
+            return load_weights(source)
+        except ConfigError as err:
+            raise SystemExit(str(err)) from None
+    path = Path(source)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -66,7 +89,8 @@ def build_checkpoint(state: dict, norm_eps: float | None = None) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("input", type=Path, help="torchvision RetinaNet state dict (.pth)")
+    parser.add_argument("input", help="torchvision RetinaNet state dict (.pth) or weights name "
+                        "(RetinaNet_ResNet50_FPN_Weights.COCO_V1, ..._V2_Weights.COCO_V1)")
     parser.add_argument("output", type=Path, help="checkpoint to write")
     parser.add_argument("--norm-eps", type=float, default=None, help="backbone norm epsilon")
     args = parser.parse_args(argv)

@@ -21,7 +21,13 @@ from pathlib import Path
 from retina.analysis.figures import FIGURE1_GAMMAS, plot_focal_curves
 from retina.errors import one_line, user_errors
 
-__all__ = ["main", "parse_args"]
+__all__ = ["ARGUMENTS", "main", "parse_args"]
+
+# The keys each figure accepts (``loss-cdf`` also takes ``data.KEY=VALUE`` overrides).
+ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "focal-curves": ("out", "gammas"),
+    "loss-cdf": ("checkpoint", "data", "images", "gammas", "device", "out"),
+}
 
 _USAGE = (
     "usage: retina-plot focal-curves [out=PATH] [gammas=0,0.5,1,2,5]\n"
@@ -64,7 +70,7 @@ def parse_args(argv: Sequence[str], allowed: Sequence[str]) -> tuple[dict[str, s
 
 
 def _focal_curves_main(argv: Sequence[str]) -> Path:
-    args, _ = parse_args(argv, ("out", "gammas"))
+    args, _ = parse_args(argv, ARGUMENTS["focal-curves"])
     gammas = _floats("gammas", args["gammas"]) if "gammas" in args else FIGURE1_GAMMAS
     return plot_focal_curves(Path(args.get("out", "focal_curves.png")), gammas)
 
@@ -72,9 +78,7 @@ def _focal_curves_main(argv: Sequence[str]) -> Path:
 def _loss_cdf_main(argv: Sequence[str]) -> Path:
     from retina.analysis.loss_cdf import FIGURE4_GAMMAS, loss_cdf_from_checkpoint
 
-    args, data_overrides = parse_args(
-        argv, ("checkpoint", "data", "images", "gammas", "device", "out")
-    )
+    args, data_overrides = parse_args(argv, ARGUMENTS["loss-cdf"])
     if "checkpoint" not in args:
         raise ValueError("loss-cdf needs checkpoint=PATH (a checkpoint of retina-train)")
     try:

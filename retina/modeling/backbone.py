@@ -1,19 +1,19 @@
 """ResNet bodies from torchvision returning C3-C5, with a norm choice, frozen stages and
-weights loaded only from local files."""
+weights from a local file or a torchvision weights name (see :mod:`retina.modeling.pretrained`)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 from torchvision.models import resnet as tv_resnet
 from torchvision.ops import FrozenBatchNorm2d
 
-__all__ = ["ResNetBackbone", "make_norm", "resolve_weights_file", "NORMS"]
+from retina.errors import ConfigError
+from retina.modeling.pretrained import load_weights
+
+__all__ = ["ResNetBackbone", "make_norm", "NORMS"]
 
 NORMS = ("frozen_bn", "bn", "syncbn", "gn")
 
@@ -44,37 +44,6 @@ def make_norm(norm: str, eps: float = 1e-5, gn_groups: int = 32) -> Callable[[in
     raise ValueError(f"norm={norm!r}: expected one of {NORMS}")
 
 
-def resolve_weights_file(weights: str) -> Path:
-    """Turn ``weights`` (a file path or a torchvision weights name) into an existing local file.
-
-    A torchvision name such as ``"ResNet50_Weights.IMAGENET1K_V1"`` is looked up only in the
-    local torch hub cache (``$TORCH_HOME/hub/checkpoints``); nothing is downloaded.
-    """
-    path = Path(os.path.expanduser(weights))
-    if path.suffix in (".pth", ".pt", ".ckpt", ".bin") or path.exists() or os.sep in weights:
-        if not path.is_file():
-            raise FileNotFoundError(f"weights={weights!r}: file not found")
-        return path
-    try:
-        from torchvision.models import get_weight
-
-        entry = get_weight(weights)
-    except (ValueError, KeyError, AttributeError) as err:
-        raise ValueError(
-            f"weights={weights!r}: neither an existing file nor a torchvision weights name "
-            "such as 'ResNet50_Weights.IMAGENET1K_V1'"
-        ) from err
-    filename = entry.url.rsplit("/", 1)[-1]
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
-    if not cached.is_file():
-        raise FileNotFoundError(
-            f"weights={weights!r}: expected the file {filename} at {cached} "
-            f"(download it from {entry.url} on a machine with internet and copy it there); "
-            "weights are never downloaded at run time"
-        )
-    return cached
-
-
 class ResNetBackbone(nn.Module):
     """torchvision ResNet body without ``avgpool``/``fc``; ``forward`` returns ``[C3, C4, C5]``.
 
@@ -84,7 +53,8 @@ class ResNetBackbone(nn.Module):
     Args:
         depth: 10, 18, 34, 50 or 101. 10 is ``ResNet(BasicBlock, [1, 1, 1, 1])``, a fast
             from-scratch CPU option (no published weights).
-        weights: ``None``, a local checkpoint path or a torchvision weights name (local cache).
+        weights: ``None``, a local checkpoint path or a torchvision weights name (from the
+            torch hub cache, downloaded into it when missing).
         norm: see :func:`make_norm`. ``norm_eps``: its epsilon (torchvision's COCO_V1
             RetinaNet sets 0.0).
         freeze_at: detectron2's convention: 0 trains everything, 1 freezes the stem,
@@ -118,21 +88,15 @@ class ResNetBackbone(nn.Module):
         self._freeze(freeze_at)
 
     def _load(self, weights: str) -> None:
-        path = resolve_weights_file(weights)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - re-raised with the file name
-            raise ValueError(f"weights file {path}: cannot be read ({err})") from err
-        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-            state = state["model"]
+        state = load_weights(weights)
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         ours = self.body.state_dict()
         shapes = [k for k, v in state.items() if k in ours and ours[k].shape != v.shape]
         missing = [k for k in ours if k not in state and not k.endswith("num_batches_tracked")]
         unexpected = [k for k in state if k not in ours and not k.endswith("num_batches_tracked")]
         if missing or unexpected or shapes:
-            raise ValueError(
-                f"weights file {path}: not a checkpoint of this ResNet "
+            raise ConfigError(
+                f"weights={weights}", "not a checkpoint of this ResNet "
                 f"(missing {missing[:3]}, unexpected {unexpected[:3]}, shape {shapes[:3]})"
             )
         self.body.load_state_dict(state, strict=False)

@@ -131,7 +131,7 @@ def _load_script():
 
 @pytest.mark.slow  # two more ResNet-50 builds and a checkpoint round trip (~15-20 s)
 @pytest.mark.parametrize("pair", ["v2"], indirect=True)  # v1's key layout is covered above
-def test_convert_script_writes_an_evaluable_checkpoint(pair, tmp_path, capsys):
+def test_convert_script_writes_an_evaluable_checkpoint(pair, tmp_path, capsys, torch_home):
     _, tv, ours, images = pair
     script = _load_script()
     src, dst = tmp_path / "tv.pth", tmp_path / "ours.pt"
@@ -148,3 +148,46 @@ def test_convert_script_writes_an_evaluable_checkpoint(pair, tmp_path, capsys):
         torch.testing.assert_close(g["boxes"], e["boxes"], rtol=1e-4, atol=1e-2)
     with pytest.raises(SystemExit, match="nope.pth: file not found"):
         script.main([str(tmp_path / "nope.pth"), str(dst)])
+    # the same weights by name, from the hub cache (torch_home: no network)
+    cached = torch_home / "hub" / "checkpoints" / "retinanet_resnet50_fpn_v2_coco-5905b1c5.pth"
+    cached.parent.mkdir(parents=True)
+    torch.save(tv.state_dict(), cached)
+    by_name = tmp_path / "by_name.pt"
+    assert script.main(["RetinaNet_ResNet50_FPN_V2_Weights.COCO_V1", str(by_name)]) == 0
+    for key, value in load_checkpoint(by_name)["model"].items():
+        torch.testing.assert_close(value, state["model"][key], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "name,filename",
+    [
+        ("RetinaNet_ResNet50_FPN_Weights.COCO_V1", "retinanet_resnet50_fpn_coco-eeacb38b.pth"),
+        (
+            "RetinaNet_ResNet50_FPN_V2_Weights.COCO_V1",
+            "retinanet_resnet50_fpn_v2_coco-5905b1c5.pth",
+        ),
+    ],
+)
+def test_convert_script_reads_weights_names_from_the_hub_cache(name, filename, torch_home):
+    script = _load_script()
+    planted = {"head.classification_head.cls_logits.bias": torch.arange(3.0)}
+    path = torch_home / "hub" / "checkpoints" / filename
+    path.parent.mkdir(parents=True)
+    torch.save(planted, path)
+    torch.testing.assert_close(script._load_state(name), planted)
+
+
+def test_convert_script_offline_and_unknown_names(torch_home, tmp_path):
+    script = _load_script()
+    name = "RetinaNet_ResNet50_FPN_V2_Weights.COCO_V1"
+    url = "https://download.pytorch.org/models/retinanet_resnet50_fpn_v2_coco-5905b1c5.pth"
+    where = torch_home / "hub" / "checkpoints" / "retinanet_resnet50_fpn_v2_coco-5905b1c5.pth"
+    with pytest.raises(SystemExit) as info:
+        script.main([name, str(tmp_path / "out.pt")])
+    assert str(info.value) == (
+        f"weights={name}: cannot download {url} ([Errno 111] Connection refused); "
+        f"put the file at {where}"
+    )
+    with pytest.raises(SystemExit, match="ResNet50_Weights.IMAGENET1K_V1: neither an existing"):
+        script.main(["ResNet50_Weights.IMAGENET1K_V1", str(tmp_path / "out.pt")])
+    assert not (tmp_path / "out.pt").exists()
