@@ -50,7 +50,8 @@ def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     changed = []
     for root in MUST_MATCH:
         a, b = _flatten(_select(old, root), root), _flatten(_select(new, root), root)
-        changed += [k for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")]
+        keys = sorted(set(a) | set(b))
+        changed += [k for k in keys if a.get(k, "<absent>") != b.get(k, "<absent>")]
     return changed
 
 
@@ -77,7 +78,8 @@ def check_resume_config(
     allowed = RESETTABLE.get(reset or "", ())
     refused = [k for k in changed if not any(k == a or k.startswith(a + ".") for a in allowed)]
     if refused:
-        shown = ", ".join(refused[:8]) + (f", ... ({len(refused)} keys)" if len(refused) > 8 else "")
+        more = f", ... ({len(refused)} keys)" if len(refused) > 8 else ""
+        shown = ", ".join(refused[:8]) + more
         can_reset = all(any(k.startswith(a) for a in RESETTABLE["optim"]) for k in refused)
         hint = (
             "add train.resume_reset=optim to rebuild the optimizer and LR schedule from the new "
