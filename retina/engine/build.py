@@ -50,10 +50,34 @@ def set_determinism(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = True
 
 
+def _remove_stale_generation(root: Path) -> None:
+    """Delete temporary dataset folders (``.<name>.tmp<pid>``) that an interrupted or killed
+    generation left beside ``root``; those of a still running process are kept."""
+    prefix = f".{root.name}.tmp"
+    if not root.parent.is_dir():
+        return
+    for tmp in root.parent.glob(f"{prefix}*"):
+        pid = tmp.name[len(prefix):]
+        if not pid.isdigit():
+            continue
+        if int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), 0)
+                continue  # that process is alive: maybe generating right now
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+        log.info("removing %s, left by an interrupted data generation", tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def prepare_data_root(data: DictConfig, dist: DistInfo) -> Path:
     """Return ``data.root``; generate the synthetic dataset there first when it is missing
     and ``data.generator`` is set (rank 0 writes into a temporary folder and renames it, so
-    an interrupted generation never leaves a half-written dataset behind)."""
+    an interrupted generation never leaves a half-written dataset behind; the temporary
+    folder is removed on Ctrl-C or SIGTERM, and one left by a killed process on the next
+    start)."""
     root = Path(data.root)
     if root.is_dir() or data.get("generator") is None:
         return root
@@ -61,10 +85,14 @@ def prepare_data_root(data: DictConfig, dist: DistInfo) -> Path:
         from retina.data.shapes import make_shapes_dataset
 
         params: dict[str, Any] = OmegaConf.to_container(data.generator, resolve=True)  # type: ignore[assignment]
+        _remove_stale_generation(root)
         tmp = root.with_name(f".{root.name}.tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
         log.info("generating the %s dataset in %s (%s)", data.name, root, params)
-        make_shapes_dataset(tmp, **params)
+        try:
+            make_shapes_dataset(tmp, **params)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         try:
             os.replace(tmp, root)
         except OSError:  # another process generated it meanwhile
