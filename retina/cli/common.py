@@ -65,7 +65,8 @@ def run_cli(app: Callable[[], Any], prog: str) -> None:
     except OSError as err:
         if err.filename is None or _traceback_requested:
             raise
-        sys.stderr.write(f"{prog}: error: {err.filename}: cannot create or write ({err.strerror or err})\n")
+        reason = err.strerror or err
+        sys.stderr.write(f"{prog}: error: {err.filename}: cannot create or write ({reason})\n")
         sys.exit(1)
     finally:
         signal.signal(signal.SIGTERM, previous)
