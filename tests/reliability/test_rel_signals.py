@@ -7,8 +7,8 @@ import os
 import signal
 from pathlib import Path
 
-from relhelp import temp_files, train_args
 from omegaconf import OmegaConf
+from relhelp import temp_files, train_args
 
 from retina.engine.build import prepare_data_root
 from retina.engine.distributed import DistInfo
