@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from retina.cli import common as _common
 from retina.cli.common import exit_on_user_error, run_cli
 from retina.config import CONFIG_DIR, validate_config
-from retina.errors import NonFiniteLossError, one_line, user_errors
+from retina.errors import NonFiniteLossError, RunDirError, one_line, user_errors
 from retina.utils.device import device_type
 
 log = logging.getLogger("retina.train")
@@ -88,6 +88,9 @@ def _record_failed_job(cfg: DictConfig, run_dir: Path, job: str, exc: BaseExcept
         config = OmegaConf.to_container(cfg, resolve=True)
     except Exception:  # noqa: BLE001 - an unresolvable config is itself the failure
         config = {}
+    if isinstance(exc, RunDirError):  # the folder is another run's: leave it untouched
+        _failed_jobs.append(job)
+        return
     try:
         write_metrics_json(run_dir / "metrics.json", {}, config, status=status, error=message)
     except Exception as err:  # noqa: BLE001 - the job already failed; keep the sweep going

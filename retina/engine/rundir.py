@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import IO
 
-from retina.errors import ConfigError
+from retina.errors import ConfigError, RunDirError
 
 LOCK_NAME = ".retina.lock"
 
@@ -25,7 +25,7 @@ def lock_run_dir(run_dir: str | os.PathLike, key: str = "hydra.run.dir") -> Path
     """Take the run directory's lock for this process (idempotent within one process).
 
     Raises:
-        ConfigError: another process holds the lock (one line with its pid), or the
+        RunDirError: another process holds the lock (one line with its pid), or the
             directory cannot hold a lock file.
     """
     run_dir = Path(run_dir).resolve()
@@ -43,7 +43,7 @@ def lock_run_dir(run_dir: str | os.PathLike, key: str = "hydra.run.dir") -> Path
         handle.seek(0)
         owner = handle.read().strip() or "?"
         handle.close()
-        raise ConfigError(
+        raise RunDirError(
             key,
             f"{run_dir} is in use by another retina process (pid {owner}); wait for it to "
             "finish or choose another directory",
@@ -71,13 +71,13 @@ def require_fresh_run_dir(run_dir: str | os.PathLike, key: str = "hydra.run.dir"
     the other run.
 
     Raises:
-        ConfigError: one line naming the directory and both ways out.
+        RunDirError: one line naming the directory and both ways out.
     """
     from retina.engine.checkpoint import LAST_NAME, list_checkpoints
 
     ckpt_dir = Path(run_dir) / "checkpoints"
     if list_checkpoints(ckpt_dir) or (ckpt_dir / LAST_NAME).exists():
-        raise ConfigError(
+        raise RunDirError(
             key,
             f"{run_dir} holds checkpoints of an earlier run; continue it with "
             f"train.resume=true or choose another directory ({key}=...)",

@@ -61,3 +61,17 @@ def test_default_run_dirs_of_the_same_second_differ(key):
     start = datetime(2026, 1, 2, 3, 4, 5, 1000)
     names = {_expand_now(pattern, start + timedelta(microseconds=i * 250)) for i in range(3)}
     assert len(names) == 3, names
+
+
+def test_sweep_job_into_an_earlier_run_leaves_it_untouched(
+    cli, tiny_shapes, reference_run, tmp_path
+):
+    sweep = tmp_path / "sweep"
+    job = Path(shutil.copytree(reference_run["dir"], sweep / "0"))
+    metrics = (job / "metrics.json").read_bytes()
+    args = [a for a in train_args(tiny_shapes, tmp_path) if not a.startswith("hydra.run.dir")]
+    result = cli.run("retina-train", ["-m", f"hydra.sweep.dir={sweep}", "train.seed=7", *args],
+                     cwd=tmp_path)  # fmt: skip
+    assert result.rc == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "job 0 failed" in result.stderr and "holds checkpoints" in result.stderr
+    assert (job / "metrics.json").read_bytes() == metrics
