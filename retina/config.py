@@ -28,7 +28,7 @@ TRAIN_KEYS = frozenset(
         "max_iter", "batch_size", "eval_period", "checkpoint_period", "keep_checkpoints",
         "resume", "deterministic", "seed", "device", "amp", "channels_last", "compile",
         "clip_grad_norm", "max_nonfinite", "num_workers", "log_period", "vis_images",
-        "vis_score_thresh", "eval_batch_size",
+        "vis_score_thresh", "eval_batch_size", "resume_reset",
     }
 )  # fmt: skip
 SCHEDULE_KEYS = frozenset({"name", "steps", "gamma", "warmup_iters", "warmup_factor", "min_factor"})
@@ -42,6 +42,8 @@ DATA_KEYS = frozenset(
     }
 )  # fmt: skip
 AMP_CHOICES = (None, "bf16", "fp16")
+RESUME_RESET_CHOICES = (None, "optim")
+MAX_SEED = 2**63 - 1  # torch.Generator seeds are 64-bit; the loader adds the epoch
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 SCHEDULE_CHOICES = ("step", "cosine")
 
@@ -227,6 +229,10 @@ def _check_train(cfg: DictConfig) -> None:
     for key in ("resume", "deterministic", "channels_last", "compile"):
         if _has(cfg, f"train.{key}"):
             _bool(cfg, f"train.{key}")
+    if _has(cfg, "train.seed") and _get(cfg, "train.seed") > MAX_SEED:
+        raise ConfigError("train.seed", f"must be at most 2**63 - 1, got {_get(cfg, 'train.seed')}")
+    if _has(cfg, "train.resume_reset"):
+        _choice(cfg, "train.resume_reset", RESUME_RESET_CHOICES)
     if _has(cfg, "train.amp"):
         _choice(cfg, "train.amp", AMP_CHOICES)
     if _has(cfg, "train.device"):

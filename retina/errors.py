@@ -29,6 +29,11 @@ class ConfigError(ValueError):
         self.key = key
 
 
+class RunDirError(ConfigError):
+    """The run directory belongs to another run (locked by a running process, or holding
+    an earlier run's checkpoints): nothing may be written into it."""
+
+
 class DataError(Exception):
     """Bad dataset input (annotation file, image, argument).
 

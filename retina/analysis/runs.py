@@ -218,6 +218,11 @@ def _job_dirs(multirun_dir: Path) -> dict[int, Path]:
     }
 
 
+def _is_job(job_dir: Path) -> bool:
+    """A folder a Hydra job wrote (Hydra writes ``.hydra/`` before the job starts)."""
+    return (job_dir / ".hydra").is_dir() or (job_dir / "metrics.json").is_file()
+
+
 def collect_runs(multirun_dir: Path) -> list[Run]:
     """Every job of the multirun directory, in sweep order, none dropped.
 
@@ -233,6 +238,8 @@ def collect_runs(multirun_dir: Path) -> list[Run]:
         raise FileNotFoundError(f"{multirun_dir}: no such directory")
     jobs = _job_dirs(multirun_dir)
     expected = expected_jobs(multirun_dir)
+    if not expected and not any(_is_job(p) for p in jobs.values()):
+        jobs = {}  # numbered folders, but none a job wrote: not a sweep
     if not jobs and not expected:
         if (multirun_dir / "metrics.json").is_file() or (multirun_dir / ".hydra").is_dir():
             return [read_run(multirun_dir)]

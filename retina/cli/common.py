@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,20 +32,44 @@ def exit_on_user_error(prog: str) -> Iterator[None]:
         sys.exit(1)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C so that the same cleanup runs (the
+    atomic writes delete their temporary files, the run directory's lock is released)."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def run_cli(app: Callable[[], Any], prog: str) -> None:
     """Run a ``@hydra.main`` function with one-line errors for bad input.
 
     Hydra prints its own errors (an unknown override key, a missing config group option)
     over several lines unless ``HYDRA_FULL_ERROR`` is set, in which case it re-raises them;
     so it is set here and the error printed as one line by :func:`exit_on_user_error`.
+    Ctrl-C exits with status 130 and SIGTERM with 143, each with one line, after the same
+    cleanup. An ``OSError`` on a named path that escapes (Hydra creating an unwritable or
+    occupied ``hydra.run.dir``) is one line too.
     """
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         with exit_on_user_error(prog):
             app()
+    except Terminated:
+        sys.stderr.write(f"{prog}: terminated\n")
+        sys.exit(143)
     except KeyboardInterrupt:
         sys.stderr.write(f"{prog}: interrupted\n")
         sys.exit(130)
+    except OSError as err:
+        if err.filename is None or _traceback_requested:
+            raise
+        reason = err.strerror or err
+        sys.stderr.write(f"{prog}: error: {err.filename}: cannot create or write ({reason})\n")
+        sys.exit(1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def required_value(cfg: DictConfig, key: str) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 from retina.analysis.figures import FIGURE1_GAMMAS, plot_focal_curves
 from retina.errors import one_line, user_errors
 
-__all__ = ["ARGUMENTS", "main", "parse_args"]
+__all__ = ["ARGUMENTS", "main", "output_path", "parse_args"]
 
 # The keys each figure accepts (``loss-cdf`` also takes ``data.KEY=VALUE`` overrides).
 ARGUMENTS: dict[str, tuple[str, ...]] = {
@@ -69,10 +69,20 @@ def parse_args(argv: Sequence[str], allowed: Sequence[str]) -> tuple[dict[str, s
     return args, data_overrides
 
 
+def output_path(out: str | None, default: str) -> Path:
+    """Where a figure goes: ``out`` itself, or ``out/<default>`` when ``out`` names a folder
+    (it exists as one, or ends with ``/``); ``default`` when ``out`` is not given."""
+    if out is None or out == "":
+        return Path(default)
+    if out.endswith("/") or Path(out).is_dir():
+        return Path(out) / default
+    return Path(out)
+
+
 def _focal_curves_main(argv: Sequence[str]) -> Path:
     args, _ = parse_args(argv, ARGUMENTS["focal-curves"])
     gammas = _floats("gammas", args["gammas"]) if "gammas" in args else FIGURE1_GAMMAS
-    return plot_focal_curves(Path(args.get("out", "focal_curves.png")), gammas)
+    return plot_focal_curves(output_path(args.get("out"), "focal_curves.png"), gammas)
 
 
 def _loss_cdf_main(argv: Sequence[str]) -> Path:
@@ -90,7 +100,7 @@ def _loss_cdf_main(argv: Sequence[str]) -> Path:
     gammas = _floats("gammas", args["gammas"]) if "gammas" in args else FIGURE4_GAMMAS
     return loss_cdf_from_checkpoint(
         Path(args["checkpoint"]),
-        out=Path(args.get("out", "loss_cdf.png")),
+        out=output_path(args.get("out"), "loss_cdf.png"),
         data=args.get("data"),
         data_overrides=data_overrides,
         max_images=images,

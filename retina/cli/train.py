@@ -23,20 +23,23 @@ from omegaconf import DictConfig, OmegaConf
 from retina.cli import common as _common
 from retina.cli.common import exit_on_user_error, run_cli
 from retina.config import CONFIG_DIR, validate_config
-from retina.errors import NonFiniteLossError, one_line, user_errors
+from retina.errors import NonFiniteLossError, RunDirError, one_line, user_errors
 from retina.utils.device import device_type
 
 log = logging.getLogger("retina.train")
 
 
-def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+def train(cfg: DictConfig, run_dir: str | Path, dir_key: str = "hydra.run.dir") -> dict[str, Any]:
     """Validate ``cfg``, build everything, train (resuming if asked) and evaluate.
+
+    The run directory is locked for this process, and a run that does not resume refuses a
+    directory holding checkpoints (:mod:`retina.engine.rundir`; ``dir_key`` names it).
 
     Returns:
         the final COCO metrics in percent (``AP``, ``AP50``, ..., ``per_category``).
     """
     validate_config(cfg)
-    from retina.engine import distributed
+    from retina.engine import distributed, rundir
     from retina.engine.build import build_training_run
     from retina.engine.evaluation import format_metrics_table
     from retina.engine.logging import write_metrics_json
@@ -45,6 +48,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     try:
         # every rank uses rank 0's directory (Hydra's timestamps may differ between processes)
         run_dir = Path(str(distributed.broadcast_object(str(run_dir))))
+        if dist.is_main:
+            rundir.lock_run_dir(run_dir, dir_key)
+        if not cfg.train.resume:
+            rundir.require_fresh_run_dir(run_dir, dir_key)
         run = build_training_run(cfg, run_dir, dist)
         start = time.perf_counter()
         try:
@@ -60,6 +67,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             log.info("wrote %s", run_dir / "metrics.json")
         return metrics
     finally:
+        rundir.release_run_dir(run_dir)
         distributed.cleanup()
 
 
@@ -80,6 +88,9 @@ def _record_failed_job(cfg: DictConfig, run_dir: Path, job: str, exc: BaseExcept
         config = OmegaConf.to_container(cfg, resolve=True)
     except Exception:  # noqa: BLE001 - an unresolvable config is itself the failure
         config = {}
+    if isinstance(exc, RunDirError):  # the folder is another run's: leave it untouched
+        _failed_jobs.append(job)
+        return
     try:
         write_metrics_json(run_dir / "metrics.json", {}, config, status=status, error=message)
     except Exception as err:  # noqa: BLE001 - the job already failed; keep the sweep going
@@ -96,7 +107,7 @@ def _app(cfg: DictConfig) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     if hydra_cfg.mode == RunMode.MULTIRUN and not _common._traceback_requested:
         try:
-            metrics = train(cfg, run_dir)
+            metrics = train(cfg, run_dir, "hydra.sweep.dir")
         except user_errors() as exc:
             _record_failed_job(cfg, run_dir, str(hydra_cfg.job.num), exc)
             return None

@@ -24,6 +24,7 @@ import numpy as np
 
 from retina.data.columns import BOX_TOLERANCE, columns_are_valid, extract_columns
 from retina.errors import DataError
+from retina.utils.io import non_regular_kind
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,9 @@ class Problem:
 def load_json(ann_file: str | Path) -> tuple[Any, list[Problem]]:
     """Parse ``ann_file``; returns ``(data, [])`` or ``(None, [problem])``."""
     path = str(ann_file)
+    kind = non_regular_kind(path)
+    if kind is not None:
+        return None, [Problem(f"{path}: annotation file is {kind}, not a regular file", file=path)]
     gc_was_enabled = gc.isenabled()
     gc.disable()  # the parse allocates millions of containers; collecting them meanwhile
     try:          # only costs time (about half of the parse on a train2017-sized file)
@@ -114,6 +118,23 @@ def _check_categories(categories: list, source: str, problems: list[Problem]) ->
             problems.append(Problem(f"{source}: category id {cat['id']}: duplicate category id"))
         cat_ids.add(cat["id"])
     return cat_ids
+
+
+def duplicate_category_names(categories: list, source: str) -> list[Problem]:
+    """One problem per category name used by more than one category: their boxes would be
+    reported under one name (``per_category`` would merge them)."""
+    seen: dict[str, Any] = {}
+    problems = []
+    for cat in categories:
+        if not isinstance(cat, dict) or not isinstance(cat.get("name"), str):
+            continue
+        name = cat["name"]
+        if name in seen:
+            problems.append(Problem(f"{source}: category name {name!r} is used by category ids "
+                                    f"{seen[name]!r} and {cat.get('id')!r}; names must be unique"))
+        else:
+            seen[name] = cat.get("id")
+    return problems
 
 
 def _check_boxes(records: list[tuple[int, int, list, int]], sizes: dict[int, tuple | None],
@@ -203,13 +224,14 @@ def check_coco_dict(data: Any, source: str = "<annotations>") -> list[Problem]:
             problems.append(Problem(f"{source}: '{key}' must be a list", file=source))
     if problems:
         return problems
+    names = duplicate_category_names(data["categories"], source)
     cols = extract_columns(data)
     if cols is not None and columns_are_valid(cols):
-        return []  # fast path: nothing to word
+        return names  # fast path: nothing else to word
     sizes = _check_images(data["images"], source, problems)
     cat_ids = _check_categories(data["categories"], source, problems)
     _check_annotations(data["annotations"], sizes, cat_ids, source, problems)
-    return problems
+    return names + problems
 
 
 def check_image_files(data: dict, image_root: str | Path) -> list[Problem]:

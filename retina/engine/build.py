@@ -50,10 +50,34 @@ def set_determinism(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = True
 
 
+def _remove_stale_generation(root: Path) -> None:
+    """Delete temporary dataset folders (``.<name>.tmp<pid>``) that an interrupted or killed
+    generation left beside ``root``; those of a still running process are kept."""
+    prefix = f".{root.name}.tmp"
+    if not root.parent.is_dir():
+        return
+    for tmp in root.parent.glob(f"{prefix}*"):
+        pid = tmp.name[len(prefix):]
+        if not pid.isdigit():
+            continue
+        if int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), 0)
+                continue  # that process is alive: maybe generating right now
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+        log.info("removing %s, left by an interrupted data generation", tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def prepare_data_root(data: DictConfig, dist: DistInfo) -> Path:
     """Return ``data.root``; generate the synthetic dataset there first when it is missing
     and ``data.generator`` is set (rank 0 writes into a temporary folder and renames it, so
-    an interrupted generation never leaves a half-written dataset behind)."""
+    an interrupted generation never leaves a half-written dataset behind; the temporary
+    folder is removed on Ctrl-C or SIGTERM, and one left by a killed process on the next
+    start)."""
     root = Path(data.root)
     if root.is_dir() or data.get("generator") is None:
         return root
@@ -61,10 +85,14 @@ def prepare_data_root(data: DictConfig, dist: DistInfo) -> Path:
         from retina.data.shapes import make_shapes_dataset
 
         params: dict[str, Any] = OmegaConf.to_container(data.generator, resolve=True)  # type: ignore[assignment]
+        _remove_stale_generation(root)
         tmp = root.with_name(f".{root.name}.tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
         log.info("generating the %s dataset in %s (%s)", data.name, root, params)
-        make_shapes_dataset(tmp, **params)
+        try:
+            make_shapes_dataset(tmp, **params)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         try:
             os.replace(tmp, root)
         except OSError:  # another process generated it meanwhile
@@ -183,17 +211,50 @@ class TrainingRun:
     config: dict[str, Any]
 
 
-def load_resume_state(model: nn.Module, directory: Path) -> dict[str, Any] | None:
-    """Load the newest valid checkpoint of ``directory`` into ``model`` and return it (the
-    optimizer, schedule, RNG and data position go to the trainer); None when there is none."""
+def load_resume_state(
+    model: nn.Module, directory: Path, config: dict[str, Any], train_set: Any, reset: str | None
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """Load the newest valid checkpoint of ``directory`` into ``model`` after checking that
+    this run's ``config`` keeps what the checkpoint restores (:mod:`retina.engine.resume`)
+    and that ``train_set`` has the checkpoint's categories (ids and names).
+
+    Returns:
+        ``(state, reset keys)``: the checkpoint (the optimizer, schedule, RNG and data position
+        go to the trainer), None when there is none; the changed keys rebuilt from ``config``.
+    """
+    from retina.engine.inference import check_label_mapping
+    from retina.engine.resume import check_resume_config
+
     found = ckpt.find_resume_checkpoint(directory)
     if found is None:
         log.warning("train.resume=true but %s holds no checkpoint: starting fresh", directory)
-        return None
+        return None, []
     path, state = found
+    reset_keys = check_resume_config(state.get("config"), config, reset, str(path))
+    if "cat_ids" in state and "class_names" in state:
+        check_label_mapping(state, train_set, str(path))
     ckpt.load_model_state(model, state["model"], path)
     log.info("resuming from %s (iteration %d)", path, state["iteration"])
-    return state
+    if reset_keys:
+        log.warning("train.resume_reset=%s: optimizer and LR schedule rebuilt from the new config "
+                    "at iteration %d (changed: %s)", reset, state["iteration"],
+                    ", ".join(reset_keys))  # fmt: skip
+    return state, reset_keys
+
+
+def restore_trainer(trainer: Trainer, state: dict[str, Any], reset: bool) -> None:
+    """Restore the trainer from ``state``; with ``reset`` the optimizer and the schedule keep
+    their new configuration and only take the checkpoint's iteration."""
+    if not reset:
+        trainer.load_state_dict(state)
+        return
+    iteration = int(state["iteration"])
+    trainer.load_state_dict({k: v for k, v in state.items() if k not in ("optimizer", "scheduler")})
+    scheduler = trainer.scheduler
+    scheduler.last_epoch = iteration
+    for group, lr in zip(trainer.optimizer.param_groups, scheduler.get_lr(), strict=True):
+        group["lr"] = lr
+    scheduler._last_lr = [group["lr"] for group in trainer.optimizer.param_groups]
 
 
 def wrap_model(model: nn.Module, device: torch.device, dist: DistInfo, compile: bool) -> nn.Module:
@@ -240,13 +301,17 @@ def build_training_run(cfg: DictConfig, run_dir: Path, dist: DistInfo) -> Traini
         pin_memory=device.type == "cuda",
     )
     ckpt_dir = run_dir / "checkpoints"
-    state = load_resume_state(model, ckpt_dir) if t.resume else None
+    config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    state = None
+    if t.resume:
+        state, _ = load_resume_state(
+            model, ckpt_dir, config, train_set, t.get("resume_reset")
+        )
     start_iter = int(state["iteration"]) if state else 0
 
     logger = RunLogger(
         run_dir, max_iter=int(t.max_iter), start_iter=start_iter, enabled=dist.is_main
     )
-    config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     val_loader = build_val_loader(
         val_set, batch_size=int(t.eval_batch_size), num_workers=int(t.num_workers), dist=dist
     )
@@ -286,5 +351,5 @@ def build_training_run(cfg: DictConfig, run_dir: Path, dist: DistInfo) -> Traini
         hooks=[LogHook(logger, period=int(t.log_period)), eval_hook, checkpoint_hook],
     )
     if state is not None:
-        trainer.load_state_dict(state)
+        restore_trainer(trainer, state, reset=t.get("resume_reset") is not None)
     return TrainingRun(trainer, logger, eval_hook, start_iter, int(t.max_iter), config)

@@ -35,7 +35,7 @@ import torch
 
 from retina.errors import CheckpointError, first_line
 from retina.utils.instantiate import check_targets, instantiate_untrusted
-from retina.utils.io import TMP_PREFIX, atomic_write, remove_stale_temps
+from retina.utils.io import TMP_PREFIX, atomic_write, remove_stale_temps, require_regular_file
 
 __all__ = [
     "CheckpointError",
@@ -147,9 +147,7 @@ def load_checkpoint(
             pickle that carries code or objects other than tensors and plain containers, or
             a dict without the required keys.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+    path = require_regular_file(path, "checkpoint file", CheckpointError)
     _verify_crc(path)
     try:
         with warnings.catch_warnings():

@@ -44,7 +44,30 @@ def data_config(cfg: DictConfig, state: Mapping[str, Any], path: str) -> tuple[D
     if not isinstance(stored, Mapping) or "root" not in stored:
         raise CheckpointError(f"{path}: checkpoint has no data config; choose one with data=NAME")
     check_targets(stored, where)
-    return OmegaConf.create(dict(stored)), where
+    stored_cfg = OmegaConf.create(dict(stored))
+    _refuse_generation_outside(cfg, stored_cfg, where)
+    return stored_cfg, where
+
+
+def _refuse_generation_outside(cfg: DictConfig, data_cfg: DictConfig, where: str) -> None:
+    """A stored data config whose dataset is missing would be generated at its root, which
+    was resolved when the checkpoint was trained (often relative: ``./data/shapes``). Only
+    under this run's ``paths.data_dir``; elsewhere the user is told how to get it.
+
+    Raises:
+        DataError: one line naming the missing root and the ways out.
+    """
+    root = Path(str(data_cfg.root))
+    if root.is_dir() or data_cfg.get("generator") is None:
+        return
+    data_dir = OmegaConf.select(cfg, "paths.data_dir", default=None)
+    if data_dir is not None and Path(str(data_dir)).resolve() in root.resolve().parents:
+        return
+    raise DataError(
+        f"{root}: dataset not found ({where}.root, outside paths.data_dir={data_dir}); "
+        "choose the dataset with data=NAME (data=shapes generates it under paths.data_dir; "
+        "data=coco data.root=PATH ...)"
+    )
 
 
 def build_val_dataset(data_cfg: DictConfig, root: Path, where: str = "data") -> Any:
@@ -53,7 +76,7 @@ def build_val_dataset(data_cfg: DictConfig, root: Path, where: str = "data") -> 
     from retina.data.validate import raise_for_problems, validate_coco
 
     ann_file = root / str(data_cfg.val_ann)
-    if not ann_file.is_file():
+    if not ann_file.exists():  # a FIFO or folder is refused by validate_coco
         raise DataError(f"{ann_file}: annotation file not found (data.root={root})")
     raise_for_problems(validate_coco(ann_file, check_images=False))
     transforms = None

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from retina.errors import ConfigError
+
 log = logging.getLogger("retina.train")
 
 
@@ -157,6 +159,12 @@ class ResumableLoader:
         self.epoch, self.batch = 0, 0
         self._iter: Iterator[Any] | None = None
         self._cache: tuple[int, list[list[int]]] | None = None
+        if not self.global_batches(0):
+            raise ConfigError(
+                "train.batch_size",
+                f"{batch_size} is larger than the {self.num_samples} training images (per "
+                "aspect-ratio group); lower it",
+            )
 
     def global_batches(self, epoch: int) -> list[list[int]]:
         if self._cache is None or self._cache[0] != epoch:

@@ -281,9 +281,12 @@ class Trainer:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore optimizer, scheduler, scaler, RNG and data position (the model's weights
-        are loaded separately, with a clear error when they do not fit)."""
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        are loaded separately, with a clear error when they do not fit). A state without
+        ``optimizer``/``scheduler`` leaves them as built."""
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if "scheduler" in state:
+            self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.iteration = int(state["iteration"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +41,41 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    return path
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)  # fmt: skip
+
+
+def non_regular_kind(path: str | os.PathLike) -> str | None:
+    """What ``path`` is when it exists but is not a regular file (``"a named pipe (FIFO)"``,
+    ``"a folder"`` ...), else None. Opening a FIFO for reading would block forever."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    return next((kind for test, kind in _KINDS if test(mode)), "not a regular file")
+
+
+def require_regular_file(path: str | os.PathLike, what: str, error: type[Exception]) -> Path:
+    """``path`` as a Path if it is a regular file (symlinks followed).
+
+    Raises:
+        error: ``"<path>: no such <what>"`` or ``"<path>: <what> is a named pipe (FIFO),
+            not a regular file"``.
+    """
+    path = Path(path)
+    kind = non_regular_kind(path)
+    if kind is not None:
+        raise error(f"{path}: {what} is {kind}, not a regular file")
+    if not path.is_file():
+        raise error(f"{path}: no such {what}")
     return path
 
 

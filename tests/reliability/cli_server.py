@@ -12,7 +12,8 @@ Protocol: one JSON request per line on stdin, one JSON reply per line on stdout.
 Request keys: ``prog`` (``retina-train`` | ``retina-eval`` | ``retina-check-data``),
 ``argv`` (list of str), ``cwd``, ``env`` (dict), ``faults`` (dict, see :func:`apply_faults`),
 ``timeout`` (s), ``kill`` (``null``, ``{"after": s}`` or ``{"marker": path, "delay": s}``:
-SIGKILL ``delay`` s after ``path`` appears), ``log`` (path prefix for ``.out``/``.err``).
+SIGKILL ``delay`` s after ``path`` appears; ``"signal": "TERM"`` sends that signal instead of
+SIGKILL), ``log`` (path prefix for ``.out``/``.err``).
 Reply: ``{"rc", "killed", "timed_out", "seconds", "stdout", "stderr"}``; ``rc`` is ``-9``
 for a SIGKILLed child.
 
@@ -37,6 +38,9 @@ ENTRY_POINTS = {
     "retina-train": ("retina.cli.train", "main"),
     "retina-eval": ("retina.cli.eval", "main"),
     "retina-check-data": ("retina.data.validate", "main"),
+    "retina-predict": ("retina.cli.predict", "main"),
+    "retina-plot": ("retina.cli.plot", "main"),
+    "retina-report": ("retina.cli.report", "main"),
 }
 
 
@@ -215,6 +219,7 @@ def _wait(pid: int, request: dict[str, Any], start: float) -> tuple[int, bool, b
     deadline = start + float(request.get("timeout", 300))
     kill_at = start + float(kill["after"]) if "after" in kill else None
     marker = Path(kill["marker"]) if "marker" in kill else None
+    signum = getattr(signal, f"SIG{kill.get('signal', 'KILL')}")
     killed = timed_out = False
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
@@ -227,6 +232,12 @@ def _wait(pid: int, request: dict[str, Any], start: float) -> tuple[int, bool, b
         if not killed and ((kill_at is not None and now >= kill_at) or now >= deadline):
             timed_out = now >= deadline and not (kill_at is not None and now >= kill_at)
             killed = True
+            try:
+                os.kill(pid, signum if not timed_out else signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        elif killed and signum != signal.SIGKILL and now >= deadline:  # it ignored the signal
+            timed_out, signum = True, signal.SIGKILL
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

@@ -1,0 +1,91 @@
+"""What a resumed run keeps from its checkpoint, and what it takes from the new config.
+
+A checkpoint restores the model, the optimizer (its LR, weight decay and momentum per
+parameter group), the schedule's progress and the data position. A config change to any of
+those cannot be honoured by restoring them, so a resume compares the two configs first:
+
+- ``MUST_MATCH`` (model, loss, optimizer, LR schedule, batch size): a difference stops the
+  run with one line naming the keys, unless ``train.resume_reset=optim`` asks to rebuild
+  the optimizer and the schedule from the new config (``optim.*``, ``schedule.*`` and
+  ``train.batch_size`` may then differ; the model and loss never may).
+- everything else (``train.max_iter``, periods, logging, workers, device, data paths and
+  augmentation) is taken from the new config.
+
+The data's categories are compared by :func:`retina.engine.inference.check_label_mapping`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from retina.errors import CheckpointError
+
+MUST_MATCH = ("model", "loss", "optim", "schedule", "train.batch_size")
+RESETTABLE = {"optim": ("optim", "schedule", "train.batch_size")}
+RESET_CHOICES = (None, *RESETTABLE)
+
+
+def _flatten(node: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(node, Mapping):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}.{key}"))
+        return out or {prefix: {}}
+    return {prefix: node}
+
+
+def _select(config: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Dotted keys under :data:`MUST_MATCH` whose values differ between two resolved
+    configs (a key present in one only counts as a difference)."""
+    changed = []
+    for root in MUST_MATCH:
+        a, b = _flatten(_select(old, root), root), _flatten(_select(new, root), root)
+        keys = sorted(set(a) | set(b))
+        changed += [k for k in keys if a.get(k, "<absent>") != b.get(k, "<absent>")]
+    return changed
+
+
+def check_resume_config(
+    stored: Mapping[str, Any] | None, config: Mapping[str, Any], reset: str | None, path: str
+) -> list[str]:
+    """Refuse a resume whose config changes what the checkpoint restores.
+
+    Args:
+        stored: the checkpoint's ``config`` (None for a checkpoint without one: not checked).
+        config: this run's resolved config.
+        reset: ``train.resume_reset`` (None or ``"optim"``).
+        path: the checkpoint, for messages.
+
+    Returns:
+        the changed keys that ``reset`` allows (rebuilt from the new config).
+
+    Raises:
+        CheckpointError: one line naming the changed keys and how to proceed.
+    """
+    if not isinstance(stored, Mapping):
+        return []
+    changed = changed_keys(stored, config)
+    allowed = RESETTABLE.get(reset or "", ())
+    refused = [k for k in changed if not any(k == a or k.startswith(a + ".") for a in allowed)]
+    if refused:
+        more = f", ... ({len(refused)} keys)" if len(refused) > 8 else ""
+        shown = ", ".join(refused[:8]) + more
+        can_reset = all(any(k.startswith(a) for a in RESETTABLE["optim"]) for k in refused)
+        hint = (
+            "add train.resume_reset=optim to rebuild the optimizer and LR schedule from the new "
+            "config at the checkpoint's iteration, restore the old values, or start a new run"
+            if can_reset
+            else "restore the old values or start a new run in another directory"
+        )
+        raise CheckpointError(f"{path}: cannot resume with changed {shown}; {hint}")
+    return changed

@@ -1,0 +1,84 @@
+"""A run directory belongs to one run: a lock file held by the running process, and a fresh
+run refused where another run left checkpoints.
+
+The lock is an ``fcntl.flock`` on ``<run dir>/.retina.lock``, held until the process exits
+(the kernel releases it on any death, SIGKILL included, so a stale lock file never blocks).
+An explicit resume (``train.resume=true``) of a run that is not running is always allowed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from pathlib import Path
+from typing import IO
+
+from retina.errors import ConfigError, RunDirError
+
+LOCK_NAME = ".retina.lock"
+
+_held: dict[Path, IO[str]] = {}
+
+
+def lock_run_dir(run_dir: str | os.PathLike, key: str = "hydra.run.dir") -> Path:
+    """Take the run directory's lock for this process (idempotent within one process).
+
+    Raises:
+        RunDirError: another process holds the lock (one line with its pid), or the
+            directory cannot hold a lock file.
+    """
+    run_dir = Path(run_dir).resolve()
+    if run_dir in _held:
+        return run_dir
+    path = run_dir / LOCK_NAME
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held until exit
+    except OSError as err:
+        raise ConfigError(key, f"{run_dir}: cannot use as run directory ({err.strerror})") from None
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip() or "?"
+        handle.close()
+        raise RunDirError(
+            key,
+            f"{run_dir} is in use by another retina process (pid {owner}); wait for it to "
+            "finish or choose another directory",
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    _held[run_dir] = handle
+    return run_dir
+
+
+def release_run_dir(run_dir: str | os.PathLike) -> None:
+    """Release this process's lock on ``run_dir`` (the lock file stays; it is harmless)."""
+    handle = _held.pop(Path(run_dir).resolve(), None)
+    if handle is not None:
+        with contextlib.suppress(OSError):
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        handle.close()
+
+
+def require_fresh_run_dir(run_dir: str | os.PathLike, key: str = "hydra.run.dir") -> None:
+    """A run that does not resume must not write into a directory holding checkpoints:
+    their rotation would delete the new run's checkpoints and a later resume would continue
+    the other run.
+
+    Raises:
+        RunDirError: one line naming the directory and both ways out.
+    """
+    from retina.engine.checkpoint import LAST_NAME, list_checkpoints
+
+    ckpt_dir = Path(run_dir) / "checkpoints"
+    if list_checkpoints(ckpt_dir) or (ckpt_dir / LAST_NAME).exists():
+        raise RunDirError(
+            key,
+            f"{run_dir} holds checkpoints of an earlier run; continue it with "
+            f"train.resume=true or choose another directory ({key}=...)",
+        )
