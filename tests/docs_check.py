@@ -496,7 +496,7 @@ def check_dotted_names(text: str, name: str) -> list[str]:
     problems = []
     for number, line in _prose(text.splitlines()):
         for span in re.findall(r"`([^`]+)`", line):
-            for dotted in re.findall(r"\bretina(?:\.[A-Za-z_]\w*)+", span):
+            for dotted in re.findall(r"(?<![\w./-])retina(?:\.[A-Za-z_]\w*)+", span):
                 if not re.search(r"\.[A-Z][A-Z_]*$", dotted) and not _resolves(dotted):
                     problems.append(f"{name}:{number}: {dotted}: no such module or attribute")
     return problems
