@@ -138,3 +138,8 @@ def test_a_sweep_killed_mid_job_resumes_bit_exactly(tmp_path: Path):
     history = json.loads((sweep / "1" / "metrics_history.json").read_text())
     assert history == json.loads((reference / "metrics_history.json").read_text())
     assert [e["iteration"] for e in history] == [4, 8]
+
+    from retina.cli.report import main as report_main
+
+    assert report_main([str(sweep)]) == 0  # curves.png from the sweep's periodic evaluations
+    assert (sweep / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
