@@ -453,12 +453,14 @@ def write_csv(table: ReportTable, path: Path) -> None:
 
 def heatmap_axes(table: ReportTable) -> tuple[str | None, str | None]:
     """γ × α when that tells the runs apart, else the first pair of swept columns that does
-    (e.g. loss × π for the prior-init sweep), else γ × α or the first two columns anyway."""
+    (e.g. loss × π for the prior-init sweep), else γ × α or the first two columns anyway.
+    Runs are told apart per row of ``table.md`` (the seeds of a row share its cell)."""
     cols = table.columns
+    units: Sequence[TableRow | SeedGroup] = table.groups or table.rows
     pairs = [("gamma", "alpha")] + [(a, b) for i, a in enumerate(cols) for b in cols[i + 1:]]
     for y_key, x_key in pairs:
         if y_key in cols and x_key in cols:
-            cells = [(_cell(r, y_key), _cell(r, x_key)) for r in table.rows]
+            cells = [(_cell(r, y_key), _cell(r, x_key)) for r in units]
             if len(set(cells)) == len(cells):
                 return y_key, x_key
     if all(any(k in r.axes for r in table.rows) for k in ("gamma", "alpha")):
