@@ -48,3 +48,22 @@ def test_only_rank_zero_writes(tmp_path: Path):
     hook.metrics = {"AP": 1.0}
     hook._record(2)
     assert not (tmp_path / "metrics_history.json").exists() and len(hook.history) == 1
+
+
+def test_inference_time_per_image_at_batch_one(monkeypatch):
+    import math
+
+    import torch
+    from trainer_helpers import ToyBoxes, tiny_model
+
+    from retina.engine import evaluation
+
+    calls = []
+    model = tiny_model().train()
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda images: calls.append(len(images))
+                        or forward(images))
+    ms = evaluation.measure_inference_ms(model, ToyBoxes(n=5), torch.device("cpu"), images=3)
+    assert ms > 0 and calls == [1] * 5  # 2 warm-up calls, 3 timed, one image each
+    assert model.training  # the mode is restored
+    assert math.isnan(evaluation.measure_inference_ms(model, ToyBoxes(n=0), "cpu", images=3))
