@@ -28,7 +28,7 @@ TRAIN_KEYS = frozenset(
         "max_iter", "batch_size", "eval_period", "checkpoint_period", "keep_checkpoints",
         "resume", "deterministic", "seed", "device", "amp", "channels_last", "compile",
         "clip_grad_norm", "max_nonfinite", "num_workers", "log_period", "vis_images",
-        "vis_score_thresh", "eval_batch_size", "resume_reset",
+        "vis_score_thresh", "eval_batch_size", "resume_reset", "time_inference",
     }
 )  # fmt: skip
 SCHEDULE_KEYS = frozenset({"name", "steps", "gamma", "warmup_iters", "warmup_factor", "min_factor"})
@@ -223,7 +223,7 @@ def _check_train(cfg: DictConfig) -> None:
                 "max_nonfinite", "eval_batch_size"):  # fmt: skip
         if _has(cfg, f"train.{key}"):
             _int(cfg, f"train.{key}")
-    for key in ("eval_period", "num_workers", "seed", "vis_images"):
+    for key in ("eval_period", "num_workers", "seed", "vis_images", "time_inference"):
         if _has(cfg, f"train.{key}"):
             _int(cfg, f"train.{key}", minimum=0)
     for key in ("resume", "deterministic", "channels_last", "compile"):

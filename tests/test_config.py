@@ -35,7 +35,7 @@ def test_groups_are_present():
     assert GROUPS["model"] == ["retinanet_r101_fpn", "retinanet_r18_fpn", "retinanet_r50_fpn",
                                "retinanet_tiny"]  # fmt: skip
     assert GROUPS["loss"] == ["alpha_ce", "ce", "focal", "focal_star", "ohem"]
-    assert GROUPS["data"] == ["coco", "shapes"]
+    assert GROUPS["data"] == ["bccd", "coco", "shapes", "shapes_coco_like"]
     assert {"1x", "short"} <= set(GROUPS["schedule"])
     assert GROUPS["debug"]
 
@@ -107,10 +107,10 @@ def test_every_model_instantiates(tmp_path, model):
 )
 def test_other_groups_compose(tmp_path, overrides):
     cfg = _compose(overrides, tmp_path)
-    if overrides[0].startswith("data=coco"):
+    if overrides[0] in ("data=coco", "data=bccd"):  # no generator: the folder must exist
         with pytest.raises(ConfigError, match=r"^data.root: directory .* does not exist"):
             validate_config(cfg)
-        (tmp_path / "coco").mkdir()
+        (tmp_path / overrides[0].removeprefix("data=")).mkdir()
     validate_config(cfg)
     for node in ("train_transforms", "val_transforms"):
         if cfg.data.get(node) is not None:

@@ -24,7 +24,9 @@ from retina.config import validate_config
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 EXPERIMENTS = ["table1a_alpha_ce", "table1b_gamma_alpha", "table1c_anchors", "table1d_ohem",
-               "prior_init"]
+               "prior_init", "fl_vs_ce", "fl_vs_ce_lr", "table1e_speed"]
+# these sweep their own axes; the paper-scale recipe check covers them with a fixed first job
+_OWN_SCALE = {"table1e_speed"}
 
 
 @functools.cache
@@ -76,7 +78,10 @@ def test_paper_scale_carries_the_paper_recipe(name: str):
     cfg = _compose(jobs[0])
     assert (cfg.model.depth, cfg.data.name, cfg.train.batch_size, cfg.train.max_iter) == (
         50, "coco", 16, 90000)
-    assert cfg.data.train_transforms.min_size == 600 and cfg.optim.base_lr == 0.01
+    if name not in _OWN_SCALE:
+        assert cfg.data.train_transforms.min_size == 600
+    if not name.startswith("fl_vs_ce"):
+        assert cfg.optim.base_lr == 0.01
     assert list(cfg.schedule.steps) == [60000, 80000]
     assert len(jobs) == len(_jobs(name, "cpu"))
 
@@ -119,6 +124,33 @@ def test_table1d_covers_ohem_rows_and_fl():
 def test_prior_init_is_ce_and_fl_with_and_without_prior():
     got = [(c.loss.alpha, c.loss.gamma, c.model.prior_prob) for c in _job_configs("prior_init")]
     assert got == [(None, 0.0, 0.01), (None, 0.0, None), (0.25, 2.0, 0.01), (0.25, 2.0, None)]
+
+
+def test_fl_vs_ce_rows_seeds_and_own_learning_rates():
+    jobs = _job_configs("fl_vs_ce")
+    got = [(c.loss.gamma, c.loss.alpha, c.train.seed) for c in jobs]
+    assert got == [(g, a, s) for g, a in ((2.0, 0.25), (0.0, 0.75), (0.0, 0.5)) for s in (0, 1, 2)]
+    lrs = {"fl": 0.04, "ce_a75": 0.01, "ce_a50": 0.02}
+    for option, lr in lrs.items():
+        cfg = _compose(["+experiment=fl_vs_ce", f"ablation/fl_vs_ce={option}",
+                        *[f"study.lr.{k}={v}" for k, v in lrs.items()], "schedule=long"])
+        assert cfg.optim.base_lr == lr and cfg.train.max_iter == 1600 >= 4 * 400
+    grid = [(c.loss.alpha, c.optim.base_lr) for c in _job_configs("fl_vs_ce_lr")]
+    assert grid == [(a, lr) for a in (0.25, 0.75, 0.5) for lr in (0.01, 0.02, 0.04)]
+    for data in ("bccd", "shapes_coco_like"):
+        assert _compose(["+experiment=fl_vs_ce", f"data={data}"]).data.name == data
+
+
+def test_table1e_speed_sweeps_the_scale_and_times_inference():
+    jobs = _job_configs("table1e_speed")
+    assert [c.data.train_transforms.min_size for c in jobs] == [128, 192, 256, 320, 384]
+    assert all(c.data.val_transforms.min_size == c.data.train_transforms.min_size and
+               c.train.time_inference > 0 for c in jobs)
+    paper = [_compose(["+experiment=table1e_speed", "scale=paper", f"model={m}",
+                       f"data.val_transforms.min_size={s}"])
+             for m in ("retinanet_r50_fpn", "retinanet_r101_fpn") for s in (400, 800)]
+    assert [(c.model.depth, c.data.train_transforms.min_size) for c in paper] == [
+        (50, 400), (50, 800), (101, 400), (101, 800)]
 
 
 @pytest.mark.slow

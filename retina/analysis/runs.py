@@ -29,6 +29,10 @@ AXIS_KEYS: dict[str, str] = {
     "loss.batch_size_per_image": "ohem_batch",
     "loss.positive_fraction": "ohem_pos_fraction",
     "loss.nms_thresh": "ohem_nms",
+    "optim.base_lr": "lr",
+    "model.depth": "depth",
+    "data.val_transforms.min_size": "scale",
+    "train.seed": "seed",
 }
 """Config keys (dotted) read as ablation axes, and the axis each becomes."""
 
@@ -122,7 +126,8 @@ def _metrics_from(data: dict[str, Any]) -> dict[str, float]:
     return {
         k: float(v)
         for k, v in data.items()
-        if k.startswith(("AP", "AR")) and isinstance(v, int | float) and not isinstance(v, bool)
+        if (k.startswith(("AP", "AR")) or k == "inference_ms_per_image")
+        and isinstance(v, int | float) and not isinstance(v, bool)
     }
 
 

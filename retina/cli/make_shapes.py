@@ -21,10 +21,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--long-tail", action="store_true", help="20:1 class imbalance")
     parser.add_argument("--max-objects", type=int, default=10, help="objects per image, max")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
+    parser.add_argument("--max-object-side", type=int, default=None,
+                        help="largest object side in pixels (default: half the image side)")
+    parser.add_argument("--random-colours", action="store_true",
+                        help="random hue per shape: classes differ in shape only")
+    parser.add_argument("--distractor-shapes", type=int, default=0,
+                        help="up to N unannotated shapes of the kinds that are not classes")
     args = parser.parse_args(argv)
     try:
         out = make_shapes_dataset(args.out, args.train, args.val, args.size, args.seed,
-                                  args.num_classes, args.long_tail, args.max_objects, args.workers)
+                                  args.num_classes, args.long_tail, args.max_objects, args.workers,
+                                  max_object_side=args.max_object_side,
+                                  class_colours=not args.random_colours,
+                                  distractor_shapes=args.distractor_shapes)
     except (ValueError, OSError) as exc:
         parser.exit(2, f"retina-make-shapes: error: {exc}\n")
     print(f"wrote {args.train} train and {args.val} val images to {out}")

@@ -1,7 +1,9 @@
-"""``retina-report DIR``: the table, CSV and figures of a ``retina-train -m`` sweep."""
+"""``retina-report DIR [--reference ROW]``: the table, CSV and figures of a ``retina-train -m``
+sweep (``table.md``, ``table.csv``, ``heatmap.png``, ``curves.png``)."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,20 +12,37 @@ from retina.analysis.report import format_markdown, write_report
 from retina.errors import ResultsError
 
 
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="retina-report",
+        description="Report a `retina-train -m` sweep: DIR/table.md (jobs that differ only in "
+                    "train.seed are one row: mean ± std, n, ΔAP to a reference row with a 95 %% "
+                    "Welch interval), table.csv (one line per job), heatmap.png, curves.png.",
+    )
+    parser.add_argument("dir", type=Path, help="a `retina-train -m` multirun directory")
+    parser.add_argument(
+        "--reference", metavar="ROW", default=None,
+        help="the row the ΔAP column compares to: its number in table.md, or key=value,... "
+             "over its settings (e.g. 'gamma=0,alpha=0.75' or 'loss=focal'); default: the "
+             "focal loss row with the paper's γ = 2, α = .25 when present",
+    )
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point: ``retina-report DIR``."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 1 or args[0] in ("-h", "--help"):
-        print("usage: retina-report DIR   (DIR: a `retina-train -m` multirun directory)",
-              file=sys.stderr)
-        return 0 if args and args[0] in ("-h", "--help") else 2
+    """Console entry point: ``retina-report DIR [--reference ROW]``."""
     try:
-        table = write_report(Path(args[0]))
+        args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    try:
+        table = write_report(args.dir, reference=args.reference)
     except (FileNotFoundError, NotADirectoryError, ValueError, ResultsError) as err:
         print(f"retina-report: {err}", file=sys.stderr)
         return 1
     print(format_markdown(table), end="")
-    print(f"wrote {Path(args[0]) / 'table.md'}, table.csv, heatmap.png")
+    figures = "heatmap.png" + (", curves.png" if (args.dir / "curves.png").is_file() else "")
+    print(f"wrote {args.dir / 'table.md'}, table.csv, {figures}")
     return 0
 
 

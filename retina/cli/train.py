@@ -4,6 +4,10 @@
     retina-train model=retinanet_r50_fpn data=coco schedule=1x
     retina-train hydra.run.dir=outputs/run1 train.resume=true   # continue a run
     torchrun --nproc_per_node=2 -m retina.cli.train hydra.run.dir=outputs/ddp
+    retina-train -m +experiment=fl_vs_ce hydra.sweep.dir=outputs/study   # rerun: resumes
+
+A sweep (``-m``) rerun with the same ``hydra.sweep.dir`` skips its finished jobs and resumes
+its interrupted ones from their newest checkpoint (:mod:`retina.engine.sweep`).
 
 The run directory holds ``checkpoints/`` (``last.pt`` = newest), ``tensorboard/``,
 ``coco_results.json`` and ``metrics.json`` (final COCO metrics in percent + resolved config).
@@ -98,6 +102,27 @@ def _record_failed_job(cfg: DictConfig, run_dir: Path, job: str, exc: BaseExcept
     _failed_jobs.append(job)
 
 
+def _prepare_sweep_job(cfg: DictConfig, run_dir: Path, job: str) -> float | None | bool:
+    """A rerun sweep's job: ``False`` to train (setting ``train.resume`` when the folder holds
+    checkpoints of an interrupted run), else the finished job's AP (or None) to skip it."""
+    from retina.engine.sweep import job_state
+
+    try:
+        config = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # noqa: BLE001 - an unresolvable config fails in train() with its key
+        config = {}
+    state = job_state(run_dir, config if isinstance(config, dict) else {})
+    if state.kind == "finished":
+        log.info("job %s: finished, skipped (%s)", job, run_dir / "metrics.json")
+        print(f"retina-train: job {job}: finished, skipped", flush=True)
+        return state.ap
+    if state.kind == "resume" and not cfg.train.resume:
+        log.info("job %s: interrupted, resuming from %s", job, run_dir / "checkpoints")
+        print(f"retina-train: job {job}: interrupted, resuming", flush=True)
+        cfg.train.resume = True
+    return False
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def _app(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
@@ -105,6 +130,12 @@ def _app(cfg: DictConfig) -> float | None:
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        job = str(hydra_cfg.job.num)
+        with exit_on_user_error("retina-train"):
+            skipped = _prepare_sweep_job(cfg, run_dir, job)
+        if skipped is not False:
+            return skipped  # type: ignore[return-value]
     if hydra_cfg.mode == RunMode.MULTIRUN and not _common._traceback_requested:
         try:
             metrics = train(cfg, run_dir, "hydra.sweep.dir")

@@ -140,9 +140,36 @@ def _overlaps(box: np.ndarray, placed: list[np.ndarray]) -> bool:
     return bool(np.any(inter / smaller > _MAX_COVER))
 
 
+def _place(rng: np.random.Generator, kind: str, size: int, max_side: float,
+           placed: list[np.ndarray]) -> np.ndarray | None:
+    """A box ``[x0, y0, w, h]`` for one shape that covers no placed box much; None after 10
+    tries."""
+    for _try in range(10):
+        # log-uniform side: small objects dominate, as in COCO
+        side = float(np.exp(rng.uniform(math.log(_MIN_OBJECT), math.log(max_side))))
+        aspect = 1.0 if kind in ("circle", "square") else float(rng.uniform(0.8, 1.25))
+        w = round(min(max(side * aspect, _MIN_OBJECT), max_side))
+        h = round(min(max(side / aspect, _MIN_OBJECT), max_side))
+        x0 = int(rng.integers(0, size - w + 1))
+        y0 = int(rng.integers(0, size - h + 1))
+        box = np.array([x0, y0, w, h], dtype=np.float64)
+        if not _overlaps(box, placed):
+            return box
+    return None
+
+
 def render_image(rng: np.random.Generator, size: int, num_classes: int, probs: np.ndarray,
-                 max_objects: int) -> tuple[np.ndarray, list[tuple[int, list[float]]]]:
+                 max_objects: int, *, max_object_side: int | None = None,
+                 class_colours: bool = True, distractor_shapes: int = 0,
+                 ) -> tuple[np.ndarray, list[tuple[int, list[float]]]]:
     """Draw one image and its objects.
+
+    Args:
+        max_object_side: largest object side in pixels (default and at most ``size / 2``).
+        class_colours: each class has its own hue; False: every shape takes a random hue,
+            so only the shape tells the class.
+        distractor_shapes: up to this many coloured shapes of the kinds that are *not*
+            classes (``SHAPE_NAMES[num_classes:]``), drawn but not annotated.
 
     Returns:
         image ``(S, S, 3)`` uint8 and a list of ``(label, [x, y, w, h])`` with 0-based labels.
@@ -162,30 +189,34 @@ def render_image(rng: np.random.Generator, size: int, num_classes: int, probs: n
         draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=shade)
 
     hues = _class_hues(num_classes)
-    max_side = size / 2
+    max_side = size / 2 if max_object_side is None else min(size / 2, float(max_object_side))
     objects: list[tuple[int, list[float]]] = []
     placed: list[np.ndarray] = []
     for _ in range(int(rng.integers(3, max_objects + 1))):
         label = int(rng.choice(num_classes, p=probs))
         kind = SHAPE_NAMES[label]
-        for _try in range(10):
-            # log-uniform side: small objects dominate, as in COCO
-            side = float(np.exp(rng.uniform(math.log(_MIN_OBJECT), math.log(max_side))))
-            aspect = 1.0 if kind in ("circle", "square") else float(rng.uniform(0.8, 1.25))
-            w = round(min(max(side * aspect, _MIN_OBJECT), max_side))
-            h = round(min(max(side / aspect, _MIN_OBJECT), max_side))
-            x0 = int(rng.integers(0, size - w + 1))
-            y0 = int(rng.integers(0, size - h + 1))
-            box = np.array([x0, y0, w, h], dtype=np.float64)
-            if not _overlaps(box, placed):
-                break
-        else:
+        box = _place(rng, kind, size, max_side, placed)
+        if box is None:
             continue
-        hue = (hues[label] + rng.uniform(-0.03, 0.03)) % 1.0
+        if class_colours:
+            hue = (hues[label] + rng.uniform(-0.03, 0.03)) % 1.0
+        else:
+            hue = float(rng.uniform(0.0, 1.0))
         colour = _hsv_to_rgb(hue, float(rng.uniform(0.75, 1.0)), float(rng.uniform(0.75, 1.0)))
         _draw_shape(draw, kind, box, colour)
         placed.append(box)
-        objects.append((label, [float(x0), float(y0), float(w), float(h)]))
+        objects.append((label, [float(v) for v in box]))
+    others = SHAPE_NAMES[num_classes:]
+    extra = int(rng.integers(0, distractor_shapes + 1)) if others and distractor_shapes else 0
+    for _ in range(extra):
+        kind = others[int(rng.integers(len(others)))]
+        box = _place(rng, kind, size, max_side, placed)
+        if box is None:
+            continue
+        colour = _hsv_to_rgb(float(rng.uniform(0.0, 1.0)), float(rng.uniform(0.75, 1.0)),
+                             float(rng.uniform(0.75, 1.0)))
+        _draw_shape(draw, kind, box, colour)
+        placed.append(box)  # annotated objects never hide under a distractor, nor it under them
 
     # sensor-like noise, uniform in [-_NOISE, _NOISE]: random bytes mapped through a table
     noise = Image.frombytes("RGB", (size, size), rng.bytes(size * size * 3)).point(_NOISE_LUT)
@@ -193,21 +224,22 @@ def render_image(rng: np.random.Generator, size: int, num_classes: int, probs: n
     return np.asarray(img), objects
 
 
-def _render_and_save(job: tuple[Path, str, int, int, int, int, np.ndarray, int]
+def _render_and_save(job: tuple[Path, str, int, int, int, int, np.ndarray, int, dict]
                      ) -> list[tuple[int, list[float]]]:
     """Render image ``index`` of a split, write its PNG and return its objects."""
-    image_dir, split, index, size, seed, num_classes, probs, max_objects = job
+    image_dir, split, index, size, seed, num_classes, probs, max_objects, options = job
     rng = np.random.default_rng([seed, _SPLIT_CODES[split], index])
-    pixels, objects = render_image(rng, size, num_classes, probs, max_objects)
+    pixels, objects = render_image(rng, size, num_classes, probs, max_objects, **options)
     Image.fromarray(pixels).save(image_dir / f"{split}_{index:06d}.png", **_PNG_OPTIONS)
     return objects
 
 
 def _write_split(out: Path, split: str, count: int, size: int, seed: int, num_classes: int,
-                 probs: np.ndarray, max_objects: int, start_id: int, workers: int) -> None:
+                 probs: np.ndarray, max_objects: int, start_id: int, workers: int,
+                 options: dict) -> None:
     image_dir = out / split
     image_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [(image_dir, split, i, size, seed, num_classes, probs, max_objects)
+    jobs = [(image_dir, split, i, size, seed, num_classes, probs, max_objects, options)
             for i in range(count)]
     if workers > 1 and count >= 4 * workers:
         with ProcessPoolExecutor(workers) as pool:
@@ -240,7 +272,9 @@ def _write_split(out: Path, split: str, count: int, size: int, seed: int, num_cl
 
 def make_shapes_dataset(out: str | Path, train: int = 500, val: int = 100, size: int = 320,
                         seed: int = 0, num_classes: int = 3, long_tail: bool = False,
-                        max_objects: int = 10, workers: int | None = None) -> Path:
+                        max_objects: int = 10, workers: int | None = None,
+                        max_object_side: int | None = None, class_colours: bool = True,
+                        distractor_shapes: int = 0) -> Path:
     """Write a deterministic COCO-format shapes dataset under ``out``.
 
     Layout: ``out/{train,val}/*.png`` and ``out/annotations/instances_{train,val}.json``.
@@ -256,6 +290,8 @@ def make_shapes_dataset(out: str | Path, train: int = 500, val: int = 100, size:
         long_tail: sample classes with a 20:1 head-to-tail geometric imbalance.
         max_objects: upper bound of objects per image (at least 3 are attempted).
         workers: processes used to render (default: all CPUs); the output does not depend on it.
+        max_object_side, class_colours, distractor_shapes: see :func:`render_image`; the
+            defaults give the demo's data.
     Returns:
         the output directory.
     """
@@ -265,9 +301,17 @@ def make_shapes_dataset(out: str | Path, train: int = 500, val: int = 100, size:
         raise ValueError(f"size must be >= 64 pixels, got {size}")
     if train < 0 or val < 0 or max_objects < 3:
         raise ValueError("train and val must be >= 0 and max_objects >= 3")
+    if max_object_side is not None and max_object_side < _MIN_OBJECT:
+        raise ValueError(f"max_object_side must be >= {_MIN_OBJECT} pixels, got {max_object_side}")
+    if distractor_shapes < 0:
+        raise ValueError(f"distractor_shapes must be >= 0, got {distractor_shapes}")
+    options = {"max_object_side": max_object_side, "class_colours": bool(class_colours),
+               "distractor_shapes": int(distractor_shapes)}
     out = Path(out)
     probs = class_probabilities(num_classes, long_tail)
     workers = (os.cpu_count() or 1) if workers is None else workers
-    _write_split(out, "train", train, size, seed, num_classes, probs, max_objects, 1, workers)
-    _write_split(out, "val", val, size, seed, num_classes, probs, max_objects, 1_000_001, workers)
+    _write_split(out, "train", train, size, seed, num_classes, probs, max_objects, 1, workers,
+                 options)
+    _write_split(out, "val", val, size, seed, num_classes, probs, max_objects, 1_000_001,
+                 workers, options)
     return out

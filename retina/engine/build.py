@@ -323,6 +323,8 @@ def build_training_run(cfg: DictConfig, run_dir: Path, dist: DistInfo) -> Traini
         run_dir=run_dir,
         vis_images=int(t.vis_images),
         vis_score_thresh=float(t.vis_score_thresh),
+        time_images=int(t.get("time_inference") or 0),
+        is_main=dist.is_main,
     )
     labels = {
         "cat_ids": [int(c) for c in train_set.cat_ids],

@@ -194,6 +194,40 @@ def _per_category_ap(coco_eval, cat_ids: list[int], class_names: list[str]) -> d
     return out
 
 
+@torch.no_grad()
+def measure_inference_ms(model: torch.nn.Module, dataset: Any, device: str | torch.device,
+                         images: int, warmup: int = 2) -> float:
+    """Median wall time in milliseconds of ``model`` on one image (batch 1, preprocessing,
+    forward and postprocessing; data loading excluded) over the first ``images`` readable
+    images of ``dataset``, after ``warmup`` untimed calls. NaN when no image is readable."""
+    import statistics
+    import time
+
+    was_training = model.training
+    model.eval()
+    items = []
+    for index in range(len(dataset)):
+        if len(items) == images:
+            break
+        item = dataset[index]
+        if item is not None:
+            items.append(item[0].to(device))
+    times = []
+    try:
+        for i, image in enumerate(items[:warmup] + items):
+            if torch.device(device).type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            model([image])
+            if torch.device(device).type == "cuda":
+                torch.cuda.synchronize(device)
+            if i >= min(warmup, len(items)):
+                times.append(1000.0 * (time.perf_counter() - start))
+    finally:
+        model.train(was_training)
+    return statistics.median(times) if times else float("nan")
+
+
 def format_metrics_table(metrics: dict[str, Any], columns: int = 3) -> str:
     """The 12 COCO numbers and the per-category AP as a plain-text table (``-`` = no GT)."""
     lines = [f"{'metric':<7} {'IoU':<10} {'area':<7} {'maxDets':>7} {'value':>7}"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -65,8 +66,16 @@ class EvalHook(Hook):
 
     Logs ``val/AP``, ``val/AP50``, ... and ``vis_images`` validation images with their
     predicted boxes (``val/detections``); the last metrics stay in :attr:`metrics`. The final
-    evaluation also writes ``coco_results.json`` into the run directory.
+    evaluation also writes ``coco_results.json`` into the run directory, and, with
+    ``time_images > 0``, adds ``inference_ms_per_image``: the median time of one image at
+    batch 1 over the first ``time_images`` validation images.
+
+    Every evaluation appends ``{"iteration", "AP", "AP50", "AP75"}`` to
+    ``metrics_history.json`` in the run directory (rank 0, atomically); a resumed run keeps
+    the entries up to the iteration it resumes from.
     """
+
+    HISTORY_FILE = "metrics_history.json"
 
     def __init__(
         self,
@@ -78,13 +87,44 @@ class EvalHook(Hook):
         run_dir: Path,
         vis_images: int = 4,
         vis_score_thresh: float = 0.3,
+        time_images: int = 0,
+        is_main: bool = True,
     ) -> None:
         self.period = period
+        self.time_images, self.is_main = time_images, is_main
+        self.history: list[dict[str, float]] = []
         self.val_loader, self.val_set = val_loader, val_set
         self.logger, self.run_dir = logger, Path(run_dir)
         self.vis_images, self.vis_score_thresh = vis_images, vis_score_thresh
         self.metrics: dict[str, Any] = {}
         self._done_at = -1
+
+    def before_train(self, trainer: Trainer) -> None:
+        """Keep the history of the evaluations up to the (resumed) start iteration."""
+        self.history = [e for e in self._read_history() if e["iteration"] <= trainer.iteration]
+
+    def _read_history(self) -> list[dict[str, float]]:
+        import json
+
+        try:
+            data = json.loads((self.run_dir / self.HISTORY_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        if not isinstance(data, list):
+            return []
+        return [e for e in data if isinstance(e, dict) and isinstance(e.get("iteration"), int)]
+
+    def _record(self, iteration: int) -> None:
+        from retina.utils.io import write_json_atomic
+
+        entry: dict[str, float] = {"iteration": iteration}
+        for key in ("AP", "AP50", "AP75"):
+            value = self.metrics.get(key)
+            if isinstance(value, int | float) and math.isfinite(value):
+                entry[key] = float(value)
+        self.history = [e for e in self.history if e["iteration"] != iteration] + [entry]
+        if self.is_main:
+            write_json_atomic(self.run_dir / self.HISTORY_FILE, self.history, indent=1)
 
     def after_step(self, trainer: Trainer) -> None:
         if self.period > 0 and trainer.iteration % self.period == 0:
@@ -103,6 +143,12 @@ class EvalHook(Hook):
         out_dir = self.run_dir if final else None
         self.metrics = evaluate_detections(detections, self.val_set, out_dir=out_dir)
         self._done_at = trainer.iteration
+        self._record(trainer.iteration)
+        if final and self.time_images > 0:
+            from retina.engine.evaluation import measure_inference_ms
+
+            self.metrics["inference_ms_per_image"] = measure_inference_ms(
+                model, self.val_set, trainer.device, self.time_images)
         self.logger.metrics(self.metrics, trainer.iteration)
         if self.logger.enabled and self.vis_images > 0:
             self.logger.images("val/detections", self._draw(model, trainer.device),

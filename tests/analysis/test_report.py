@@ -78,6 +78,8 @@ def test_paper_table1_matches_reference():
     assert [r.ap for r in d if r.setting["method"] == "FL"] == [36.0]
     assert max(r.ap for r in d if r.setting["method"] != "FL") == 32.8
     assert set(TABLE1) == {"a", "b", "c", "d"}
+    assert [r.metrics() for r in d if r.setting["method"] == "OHEM 1:3"][-1] == {
+        "AP": 24.0, "AP50": 35.5, "AP75": 25.8}  # arXiv v2
     with pytest.raises(ValueError, match="paper block"):
         paper_rows("e")
 
@@ -118,9 +120,10 @@ def test_table_layout_bold_and_paper_column(multirun: Path):
     assert table.rows[3].bold == {"AP50"}
     assert table.rows[2].paper.ap == 34.0 and table.rows[4].paper.ap == 32.2
     text = format_markdown(table)
-    assert "| 2 | 0.25 | **30.5** | 42.0 | **29.5** | 34.0 / 52.5 / 36.5 |" in text
+    assert "| 2 | 0.25 | **30.5** | 42.0 | **29.5** | reference | 34.0 / 52.5 / 36.5 |" in text
+    assert "| 0 | 0.25 | 10.0 | 40.0 | 9.0 | -20.5 (CI n/a) | " in text  # one seed: no interval
     assert "failed: non-finite loss at iteration 2" in text
-    assert "| 5 | 0.75 | – | – | – |  | – | not started |" in text
+    assert "| 5 | 0.75 | – | – | – | – |  | – | not started |" in text
 
 
 def test_cli_writes_table_csv_and_heatmap(multirun: Path, capsys):

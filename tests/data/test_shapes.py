@@ -79,3 +79,26 @@ def test_cli(tmp_path, capsys):
         main(["--out", str(tmp_path), "--num-classes", "99"])
     assert exc.value.code == 2
     assert "num_classes" in capsys.readouterr().err
+
+
+def test_coco_like_options_bound_sizes_hide_colour_and_add_unannotated_shapes():
+    import numpy as np
+
+    from retina.data.shapes import class_probabilities, render_image
+
+    probs = class_probabilities(5, False)
+    sides, hues_by_class = [], {}
+    for index in range(40):
+        rng = np.random.default_rng([0, 1, index])
+        image, objects = render_image(rng, 256, 5, probs, 16, max_object_side=64,
+                                      class_colours=False, distractor_shapes=4)
+        plain = render_image(np.random.default_rng([0, 1, index]), 256, 5, probs, 16,
+                             max_object_side=64, class_colours=False)[1]
+        assert objects == plain  # distractors are drawn after the objects, never annotated
+        for label, (x, y, w, h) in objects:
+            sides.append(max(w, h))
+            cx, cy = int(x + w / 2), int(y + h / 2)
+            if label == 1:  # squares: the centre pixel has the shape's colour
+                hues_by_class.setdefault(label, set()).add(tuple(image[cy, cx] // 64))
+    assert max(sides) <= 64
+    assert len(hues_by_class[1]) > 3  # one class, many colours

@@ -1,0 +1,154 @@
+"""Seed groups of a sweep: the jobs that differ only in ``train.seed`` become one row, with
+mean ± standard deviation and ``n`` per metric, and each row's AP difference to a reference
+row with a 95 % Welch confidence interval (:mod:`retina.analysis.intervals`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from retina.analysis.intervals import Difference, Summary, summarize, welch_difference
+from retina.analysis.runs import Run
+
+__all__ = [
+    "SEED_AXIS",
+    "SeedGroup",
+    "default_reference",
+    "find_reference",
+    "group_by_seed",
+    "set_differences",
+]
+
+SEED_AXIS = "seed"
+"""The axis (``train.seed``) that a group's jobs may differ in."""
+
+
+@dataclass
+class SeedGroup:
+    """The jobs of a sweep with the same settings but for ``train.seed``.
+
+    Attributes:
+        axes: the shared ablation values (without the seed).
+        runs: the jobs, in sweep order.
+        stats: per metric, the :class:`Summary` over the finished jobs.
+        delta: AP difference to the reference row with its interval (None for the reference
+            itself and when the report has no reference).
+        reference: this is the reference row.
+    """
+
+    axes: dict[str, Any]
+    runs: list[Run]
+    stats: dict[str, Summary] = field(default_factory=dict)
+    delta: Difference | None = None
+    reference: bool = False
+
+    @property
+    def n(self) -> int:
+        """Finished jobs (the ``n`` of the means)."""
+        return sum(1 for r in self.runs if r.status == "done")
+
+    def values(self, metric: str) -> list[float]:
+        """``metric`` of the finished jobs (finite values only)."""
+        out = []
+        for run in self.runs:
+            value = run.metrics.get(metric)
+            if run.status == "done" and isinstance(value, int | float) and math.isfinite(value):
+                out.append(float(value))
+        return out
+
+
+def _key(axes: dict[str, Any]) -> str:
+    return repr(sorted((k, repr(v)) for k, v in axes.items() if k != SEED_AXIS))
+
+
+def group_by_seed(runs: Sequence[Run], all_axes: Sequence[dict[str, Any]],
+                  metrics: Sequence[str]) -> list[SeedGroup]:
+    """Group jobs whose axes agree except for :data:`SEED_AXIS`, in order of first job."""
+    groups: dict[str, SeedGroup] = {}
+    for run, axes in zip(runs, all_axes, strict=True):
+        key = _key(axes)
+        if key not in groups:
+            groups[key] = SeedGroup({k: v for k, v in axes.items() if k != SEED_AXIS}, [])
+        groups[key].runs.append(run)
+    for group in groups.values():
+        for metric in metrics:
+            values = group.values(metric)
+            if values:
+                group.stats[metric] = summarize(values)
+    return list(groups.values())
+
+
+def _is_paper_focal(axes: dict[str, Any]) -> bool:
+    loss = str(axes.get("loss", "focal")).lower()
+    if "ohem" in loss or "star" in loss:
+        return False
+    gamma, alpha = axes.get("gamma"), axes.get("alpha")
+    try:
+        return math.isclose(float(gamma), 2.0) and math.isclose(float(alpha), 0.25)
+    except (TypeError, ValueError):
+        return False
+
+
+def default_reference(groups: Sequence[SeedGroup]) -> SeedGroup | None:
+    """The paper's focal loss row (γ = 2, α = .25); the best by mean AP when several (an LR
+    sweep); None when the sweep has no such row."""
+    candidates = [g for g in groups if _is_paper_focal(g.axes)]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda g: g.stats["AP"].mean if "AP" in g.stats else -math.inf)
+
+
+def _same(value: Any, text: str) -> bool:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return math.isclose(float(value), float(text), rel_tol=1e-6, abs_tol=1e-12)
+        except ValueError:
+            return False
+    if value is None:
+        return text.lower() in ("null", "none")
+    return str(value).lower() == text.lower()
+
+
+def find_reference(groups: Sequence[SeedGroup], spec: str, labels: dict[str, str]) -> SeedGroup:
+    """The row that ``spec`` names: its 1-based row number in ``table.md``, or
+    ``key=value[,key=value...]`` over the row's axes (``gamma=0,alpha=0.75``, or by column
+    label: ``γ=0,α=0.75``).
+
+    Raises:
+        ValueError: no row, or more than one, matches ``spec``.
+    """
+    spec = spec.strip()
+    if spec.isdigit():
+        index = int(spec)
+        if not 1 <= index <= len(groups):
+            raise ValueError(f"--reference {spec}: the table has rows 1..{len(groups)}")
+        return groups[index - 1]
+    by_label = {label: key for key, label in labels.items()}
+    wanted: list[tuple[str, str]] = []
+    for part in spec.split(","):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"--reference {spec!r}: expected a row number or key=value,...")
+        key = key.strip()
+        wanted.append((by_label.get(key, key), value.strip()))
+    found = [g for g in groups if all(k in g.axes and _same(g.axes[k], v) for k, v in wanted)]
+    if len(found) != 1:
+        what = "no row" if not found else f"{len(found)} rows"
+        raise ValueError(f"--reference {spec!r}: {what} of the table match (need exactly one)")
+    return found[0]
+
+
+def set_differences(groups: Sequence[SeedGroup], reference: SeedGroup | None,
+                    level: float = 0.95) -> None:
+    """Mark ``reference`` and give every other group with a finished job its AP difference to
+    it, with a Welch interval at ``level`` (none when either side has fewer than 2 seeds)."""
+    for group in groups:
+        group.reference = group is reference
+        group.delta = None
+        if reference is None or group is reference:
+            continue
+        ours, ref = group.values("AP"), reference.values("AP")
+        if ours and ref:
+            group.delta = welch_difference(ours, ref, level)

@@ -1,0 +1,125 @@
+"""``retina-stats``: how imbalanced a dataset is under a model's anchors (thin Hydra entry).
+
+    retina-stats data=shapes model=retinanet_tiny images=128 out=outputs/stats/shapes
+    retina-stats data=shapes checkpoint=PATH out=DIR     # + CE / FL loss shares (Figure 4)
+
+Writes ``out/stats.json`` and ``out/stats.md``; see :mod:`retina.analysis.imbalance`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from retina.cli.common import exit_on_user_error, run_cli
+from retina.config import CONFIG_DIR
+from retina.errors import ConfigError
+
+log = logging.getLogger("retina.stats")
+
+
+def _dataset(cfg: DictConfig) -> Any:
+    from retina.data import CocoDetection
+    from retina.engine.build import prepare_data_root
+    from retina.engine.distributed import DistInfo
+    from retina.utils.instantiate import instantiate_node
+
+    split = str(cfg.split)
+    if split not in ("train", "val"):
+        raise ConfigError("split", f"must be train or val, got {split!r}")
+    root = prepare_data_root(cfg.data, DistInfo())
+    transforms = None
+    if cfg.data.get("val_transforms") is not None:
+        transforms = instantiate_node(cfg.data.val_transforms, "data.val_transforms")
+    return CocoDetection(root / cfg.data[f"{split}_ann"], root / cfg.data[f"{split}_images"],
+                         transforms=transforms, drop_empty=False, on_broken="skip")
+
+
+def _model(cfg: DictConfig, num_classes: int) -> tuple[Any, dict | None]:
+    if cfg.checkpoint is not None:
+        from retina.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
+
+        state = load_checkpoint(str(cfg.checkpoint))
+        model = build_model_from_checkpoint(state, str(cfg.checkpoint))
+        return model.eval().to(str(cfg.device)), state
+    from retina.engine.build import build_model
+
+    model_cfg = cfg.model.copy()
+    if "weights" in model_cfg:
+        model_cfg.weights = None  # anchors and matching only: no pretrained weights needed
+    return build_model(model_cfg, cfg.loss, num_classes).eval(), None
+
+
+def run_stats(cfg: DictConfig) -> dict[str, Any]:
+    """Everything ``retina-stats`` does; returns the ``stats.json`` payload."""
+    import torch
+
+    from retina.analysis.imbalance import (
+        count_image,
+        dataset_statistics,
+        format_statistics,
+        loss_shares,
+    )
+    from retina.analysis.loss_cdf import anchor_logits_and_labels, per_anchor_losses
+    from retina.utils.io import write_json_atomic, write_text_atomic
+
+    images = cfg.images
+    if not isinstance(images, int) or isinstance(images, bool) or images < 1:
+        raise ConfigError("images", f"must be an integer >= 1, got {images!r}")
+    dataset = _dataset(cfg)
+    model, state = _model(cfg, dataset.num_classes)
+    counts, losses = [], {0.0: ([], []), 2.0: ([], [])}
+    for index in range(min(images, len(dataset))):
+        item = dataset[index]
+        if item is None:
+            continue
+        image, target = item
+        counts.append(count_image(model, image, target))
+        if state is not None:
+            logits, labels = anchor_logits_and_labels(model, [image.to(str(cfg.device))],
+                                                      [target])
+            for gamma, (pos, neg) in per_anchor_losses(logits, labels, (0.0, 2.0)).items():
+                losses[gamma][0].append(pos.cpu())
+                losses[gamma][1].append(neg.cpu())
+    stats = dataset_statistics(counts, list(dataset.class_names))
+    if state is not None:
+        stats["loss_shares"] = {
+            name: loss_shares(torch.cat(losses[g][0]), torch.cat(losses[g][1]))
+            for name, g in (("ce", 0.0), ("fl_gamma2", 2.0))
+        }
+    stats["setup"] = {
+        "data": str(cfg.data.name), "split": str(cfg.split),
+        "min_size": OmegaConf.select(cfg, "data.val_transforms.min_size"),
+        "max_size": OmegaConf.select(cfg, "data.val_transforms.max_size"),
+        "checkpoint": None if cfg.checkpoint is None else str(cfg.checkpoint),
+        "anchors_per_location": int(model.anchor_generator.num_anchors),
+        "anchor_strides": list(model.anchor_generator.strides),
+        "fg_iou_thresh": model.matcher.fg_iou_thresh, "bg_iou_thresh": model.matcher.bg_iou_thresh,
+    }
+    out = Path(str(cfg.out))
+    write_json_atomic(out / "stats.json", stats, indent=2)
+    title = (f"{cfg.data.name} ({cfg.split}, {stats['setup']['min_size']} px): "
+             f"{stats['setup']['anchors_per_location']} anchors per location")
+    write_text_atomic(out / "stats.md", format_statistics(stats, title))
+    print(format_statistics(stats, title), end="", flush=True)
+    log.info("wrote %s and stats.md", out / "stats.json")
+    return stats
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="stats")
+def _app(cfg: DictConfig) -> None:
+    with exit_on_user_error("retina-stats"):
+        run_stats(cfg)
+
+
+def main() -> None:
+    """Console entry point ``retina-stats``."""
+    run_cli(_app, "retina-stats")
+
+
+if __name__ == "__main__":
+    main()

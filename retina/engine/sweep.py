@@ -1,0 +1,98 @@
+"""Resumable sweeps: what a job of ``retina-train -m`` finds in its folder when a sweep is
+rerun with the same ``hydra.sweep.dir``.
+
+- ``finished``: ``metrics.json`` records the job's outcome (a finite AP, or ``diverged``); the
+  job is skipped and its files stay untouched. A job that ``failed`` on its input is not an
+  outcome: it runs again (resumed when it has checkpoints), e.g. after the data was fixed.
+- ``resume``: no outcome yet, but checkpoints: the job continues from its newest valid
+  checkpoint (``train.resume=true``; bit-exact with ``train.deterministic=true``).
+- ``fresh``: neither; the job starts from iteration 0.
+
+A finished job whose recorded config differs from the rerun's in a key that changes results
+is an error, not a skip: the sweep folder belongs to another sweep.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from retina.engine.checkpoint import LAST_NAME, list_checkpoints
+from retina.errors import ConfigError
+
+__all__ = ["RESULT_KEYS", "JobState", "job_state"]
+
+RESULT_KEYS: tuple[str, ...] = (
+    "model", "loss", "optim", "schedule", "train.max_iter", "train.batch_size", "train.seed",
+    "data.name", "data.train_ann", "data.val_ann", "data.train_transforms",
+    "data.val_transforms",
+)
+"""Config keys that must agree between a finished job and the rerun that would skip it."""
+
+
+@dataclass
+class JobState:
+    """What a rerun does with one job: ``kind`` is ``"finished"``, ``"resume"`` or ``"fresh"``;
+    ``metrics`` is the finished job's ``metrics.json``."""
+
+    kind: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ap(self) -> float | None:
+        value = self.metrics.get("AP")
+        ok = isinstance(value, int | float) and math.isfinite(value)
+        return float(value) if ok else None
+
+
+def _lookup(config: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(config, dict) or part not in config:
+            return None
+        config = config[part]
+    return config
+
+
+def _check_same_config(run_dir: Path, recorded: Any, config: dict[str, Any]) -> None:
+    if not isinstance(recorded, dict):
+        return  # an old or hand-written metrics.json: nothing to compare
+    for key in RESULT_KEYS:
+        old, new = _lookup(recorded, key), _lookup(config, key)
+        if old is not None and old != new:
+            raise ConfigError(
+                key,
+                f"{run_dir / 'metrics.json'} was written with {key}={json.dumps(old)[:80]}, "
+                f"this sweep has {json.dumps(new)[:80]}: the folder belongs to another sweep "
+                "(use a new hydra.sweep.dir)",
+            )
+
+
+def job_state(run_dir: str | Path, config: dict[str, Any]) -> JobState:
+    """Decide whether the job in ``run_dir`` is finished, to be resumed, or fresh.
+
+    Args:
+        run_dir: the job's folder (``hydra.sweep.dir/N``).
+        config: the job's resolved config now (compared with the finished job's).
+
+    Raises:
+        ConfigError: the folder's finished job ran with another config.
+    """
+    run_dir = Path(run_dir)
+    try:
+        data = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = None
+    if isinstance(data, dict):
+        status = str(data.get("status", "")).lower()
+        ap = data.get("AP")
+        finite = isinstance(ap, int | float) and math.isfinite(ap)
+        if status == "diverged" or (not status and finite):
+            _check_same_config(run_dir, data.get("config"), config)
+            return JobState("finished", data)
+    ckpt_dir = run_dir / "checkpoints"
+    if list_checkpoints(ckpt_dir) or (ckpt_dir / LAST_NAME).is_file():
+        return JobState("resume")
+    return JobState("fresh")
