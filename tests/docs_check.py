@@ -12,7 +12,7 @@ repository (after ``VAR=value``, ``nice``, ``time`` and ``.venv/bin/`` prefixes)
   strings); a console example followed by an ``error:`` line must fail with that message.
   argparse entry points: every ``--flag`` must exist in the parser ``main`` builds (captured
   when ``parse_args`` is called, so nothing runs). ``retina-plot``: a known figure and its
-  keys; ``retina-report``: one directory;
+  keys; ``retina-report``: its argparse flags;
 - ``python scripts/X.py``: the script exists and its flags too (argparse, as above);
 - ``make TARGET``: a target of the Makefile;
 - any word naming a repository file (``configs/``, ``docs/``, ``retina/``, ``scripts/``,
@@ -234,8 +234,15 @@ def _source(module: object) -> str:
 # ---------------------------------------------------------------------------- command checks
 
 
+def _unbracket(word: str) -> str:
+    """``[key=value]`` (usage notation for optional words) without its brackets; a value that
+    is a list, ``key=[1.0]``, keeps its own."""
+    word = word.removeprefix("[")
+    return word[:-1] if word.endswith("]") and "[" not in word else word
+
+
 def _strip_prefixes(words: list[str]) -> list[str]:
-    words = [w.strip("[]") for w in words]
+    words = [_unbracket(w) for w in words]
     words = [w for w in words if w and not _PLACEHOLDER.match(w)]
     i = 0
     while i < len(words):
@@ -418,8 +425,6 @@ def check_command(cmd: Command) -> list[str]:
             _check_hydra(cmd, config_name, args, problems)
         elif target == "retina.cli.plot":
             _check_plot(cmd, args, problems)
-        elif target == "retina.cli.report" and len(args) > 1:
-            problems.append(f"{cmd.where}: retina-report takes one directory, got {args}")
         else:
             _check_flags(cmd, target, args, problems)
     return problems
