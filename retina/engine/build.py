@@ -281,8 +281,6 @@ def build_training_run(cfg: DictConfig, run_dir: Path, dist: DistInfo) -> Traini
         amp_dtype=amp,
         clip_grad_norm=t.clip_grad_norm,
         max_nonfinite=int(t.max_nonfinite),
-        # exact multi-process gradients for a loss divided by the batch's foreground count
-        sync_num_pos=getattr(model, "loss_normalizer", None) == "batch",
         hooks=[LogHook(logger, period=int(t.log_period)), eval_hook, checkpoint_hook],
     )
     if state is not None:
