@@ -26,6 +26,7 @@ from retina.engine.loader import ResumableLoader
 from retina.engine.logging import RunLogger
 from retina.engine.optim import WarmupLRSchedule, build_optimizer, scaled_lr
 from retina.engine.trainer import Trainer
+from retina.ops.focal_backend import get_backend, resolved_backend
 from retina.utils.device import select_device
 from retina.utils.instantiate import instantiate_node
 
@@ -181,6 +182,7 @@ class TrainingRun:
     start_iter: int
     max_iter: int
     config: dict[str, Any]
+    focal_backend: str  # how the loss's focal kernels run (the resolved ``loss.backend``)
 
 
 def load_resume_state(model: nn.Module, directory: Path) -> dict[str, Any] | None:
@@ -263,11 +265,15 @@ def build_training_run(cfg: DictConfig, run_dir: Path, dist: DistInfo) -> Traini
         "cat_ids": [int(c) for c in train_set.cat_ids],
         "class_names": list(train_set.class_names),
     }
+    focal_backend = resolved_backend(
+        getattr(model.cls_loss, "backend", None) or get_backend(), device.type
+    )
+    log.info("focal-loss kernels: %s", focal_backend)
     checkpoint_hook = CheckpointHook(
         period=int(t.checkpoint_period),
         directory=ckpt_dir,
         keep=int(t.keep_checkpoints),
-        extra={**labels, "config": config},
+        extra={**labels, "config": config, "focal_backend": focal_backend},
         logger=logger,
         enabled=dist.is_main,
     )
@@ -285,4 +291,6 @@ def build_training_run(cfg: DictConfig, run_dir: Path, dist: DistInfo) -> Traini
     )
     if state is not None:
         trainer.load_state_dict(state)
-    return TrainingRun(trainer, logger, eval_hook, start_iter, int(t.max_iter), config)
+    return TrainingRun(
+        trainer, logger, eval_hook, start_iter, int(t.max_iter), config, focal_backend
+    )
