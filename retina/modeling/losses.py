@@ -26,6 +26,7 @@ from retina.modeling.box_coder import BoxCoder
 from retina.ops.boxes import generalized_iou_loss, offset_batched_nms
 from retina.ops.focal import focal_loss_star, sigmoid_focal_loss_from_labels
 from retina.ops.focal_backend import requested_backend, use_backend
+from retina.utils.checks import check_int, check_number
 
 __all__ = ["FocalLoss", "FocalLossStar", "OHEMLoss", "box_regression_loss", "BOX_LOSSES"]
 
@@ -50,12 +51,8 @@ class FocalLoss:
     def __init__(
         self, gamma: float = 2.0, alpha: float | None = 0.25, backend: str = "auto"
     ) -> None:
-        if gamma < 0:
-            raise ValueError(f"gamma={gamma}: must be >= 0")
-        if alpha is not None and not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha={alpha}: expected a value in [0, 1] or None")
-        self.gamma = float(gamma)
-        self.alpha = alpha
+        self.gamma = check_number("gamma", gamma, 0.0)
+        self.alpha = check_number("alpha", alpha, 0.0, 1.0, optional=True)
         self.backend = requested_backend(backend)
 
     def __call__(
@@ -102,10 +99,8 @@ class FocalLossStar:
     """
 
     def __init__(self, gamma: float = 4.0, beta: float = 0.0, backend: str = "auto") -> None:
-        if gamma <= 0:
-            raise ValueError(f"gamma={gamma}: FL* needs gamma > 0")
-        self.gamma = float(gamma)
-        self.beta = float(beta)
+        self.gamma = check_number("gamma", gamma, 0.0, low_open=True)  # FL* divides by it
+        self.beta = check_number("beta", beta)
         self.backend = requested_backend(backend)
 
     def __call__(
@@ -155,15 +150,15 @@ class OHEMLoss:
         pre_nms_per_image: int | None = None,
         backend: str = "auto",
     ) -> None:
-        if batch_size_per_image < 1:
-            raise ValueError(f"batch_size_per_image={batch_size_per_image}: must be >= 1")
-        if positive_fraction is not None and not 0.0 <= positive_fraction <= 1.0:
-            raise ValueError(f"positive_fraction={positive_fraction}: expected [0, 1] or None")
-        self.batch_size_per_image = int(batch_size_per_image)
-        self.positive_fraction = positive_fraction
-        self.nms_thresh = float(nms_thresh)
-        self.alpha = alpha
-        self.pre_nms_per_image = int(pre_nms_per_image or 8 * batch_size_per_image)
+        self.batch_size_per_image = check_int("batch_size_per_image", batch_size_per_image)
+        self.positive_fraction = check_number(
+            "positive_fraction", positive_fraction, 0.0, 1.0, low_open=True, optional=True
+        )
+        self.nms_thresh = check_number("nms_thresh", nms_thresh, 0.0, 1.0, low_open=True)
+        self.alpha = check_number("alpha", alpha, 0.0, 1.0, optional=True)
+        self.pre_nms_per_image = check_int(
+            "pre_nms_per_image", pre_nms_per_image or 8 * self.batch_size_per_image
+        )
         self.backend = requested_backend(backend)
 
     @torch.no_grad()

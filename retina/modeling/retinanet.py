@@ -14,6 +14,7 @@ from retina.modeling.box_coder import BoxCoder
 from retina.modeling.losses import BOX_LOSSES, box_regression_loss
 from retina.modeling.matcher import Matcher
 from retina.ops.boxes import batched_pairwise_iou, clip_boxes, offset_batched_nms
+from retina.utils.checks import check_int, check_number
 from retina.utils.distributed import all_reduce_sum, world_size
 
 __all__ = ["RetinaNet", "NORMALIZERS", "IMAGENET_MEAN", "IMAGENET_STD"]
@@ -80,6 +81,11 @@ class RetinaNet(nn.Module):
             raise ValueError(f"box_loss={box_loss!r}: expected one of {BOX_LOSSES}")
         if loss_normalizer not in NORMALIZERS:
             raise ValueError(f"loss_normalizer={loss_normalizer!r}: expected one of {NORMALIZERS}")
+        check_number("score_thresh", score_thresh, 0.0, 1.0)
+        check_number("nms_thresh", nms_thresh, 0.0, 1.0, low_open=True)
+        check_int("topk_candidates", topk_candidates)
+        check_int("detections_per_img", detections_per_img)
+        check_number("normalizer_momentum", normalizer_momentum, 0.0, 1.0)
         self.backbone = backbone
         self.fpn = fpn
         self.head = head
