@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo
+.PHONY: install test test-slow test-all lint demo
 
 install: $(STAMP)
 
@@ -13,8 +13,22 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# The default suite (slow tests deselected in pyproject.toml), then the slow ones
+# (DDP parity through the trainer, SIGKILL resume, the CLI sweep, the conversion round trip).
+# pytest's exit status passes through: any failure, or collecting no tests (5), fails make.
 test: install
 	$(PY) -m pytest -q
+
+test-slow: install
+	$(PY) -m pytest -q -m slow
+
+# What CI runs (.ci/run): both suites, the slow one even when the default one failed, and
+# the first non-zero status wins.
+test-all: install
+	@status=0; \
+	$(PY) -m pytest -q || status=$$?; \
+	$(PY) -m pytest -q -m slow --durations=10 || { s=$$?; [ $$status -ne 0 ] || status=$$s; }; \
+	exit $$status
 
 lint: install
 	$(VENV)/bin/ruff check retina scripts tests

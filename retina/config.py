@@ -1,8 +1,10 @@
 """Validation of composed configs, run before any work starts.
 
 Every check raises :class:`ConfigError` whose one-line message starts with the dotted key,
-e.g. ``loss.gamma: must be >= 0, got -1.0``. Nodes that are absent are not checked, so the
-same function serves ``retina-train`` and ``retina-eval``.
+e.g. ``loss.gamma: must satisfy 0.0 <= value, got -1.0``. Nodes that are absent are not
+checked, so the same function serves ``retina-train`` and ``retina-eval``. The ranges of the
+``_target_`` nodes (loss, model) are not repeated here: those nodes are built on the meta
+device and their constructors' checks (:mod:`retina.utils.checks`) name the key.
 """
 
 from __future__ import annotations
@@ -163,58 +165,31 @@ def check_target_keys(cfg: DictConfig, node: str, injected: Iterable[str] = ()) 
             raise ConfigError(f"{node}.{key}", f"unknown key: {target} takes no argument {key!r}")
 
 
+def _check_built(cfg: DictConfig, node: str, **kwargs: Any) -> None:
+    """Build ``node`` on PyTorch's meta device (no memory, no weight files, milliseconds):
+    its constructors' argument checks are the only range checks, and a failing one becomes
+    a :class:`ConfigError` naming ``node.<argument>``."""
+    sub = OmegaConf.select(cfg, node)
+    if not isinstance(sub, DictConfig) or "_target_" not in sub:
+        return
+    import torch
+
+    from retina.utils.instantiate import instantiate_node
+
+    if "weights" in sub:
+        kwargs["weights"] = None  # a missing weight file is reported when really building
+    with torch.device("meta"):
+        instantiate_node(sub, node, **kwargs)
+
+
 def _check_loss(cfg: DictConfig) -> None:
-    if _has(cfg, "loss.gamma"):
-        _number(cfg, "loss.gamma", 0.0)
-    if _has(cfg, "loss.alpha"):
-        _number(cfg, "loss.alpha", 0.0, 1.0, optional=True)
-    if _has(cfg, "loss.beta"):
-        _number(cfg, "loss.beta")
-    if _has(cfg, "loss.batch_size_per_image"):
-        _int(cfg, "loss.batch_size_per_image")
-    if _has(cfg, "loss.positive_fraction"):
-        _number(cfg, "loss.positive_fraction", 0.0, 1.0, low_open=True, optional=True)
-    if _has(cfg, "loss.nms_thresh"):
-        _number(cfg, "loss.nms_thresh", 0.0, 1.0, low_open=True)
     check_target_keys(cfg, "loss")
+    _check_built(cfg, "loss")
 
 
 def _check_model(cfg: DictConfig) -> None:
-    if _has(cfg, "model.prior_prob"):
-        _number(cfg, "model.prior_prob", 0.0, 1.0, low_open=True, high_open=True, optional=True)
-    if _has(cfg, "model.score_thresh"):
-        _number(cfg, "model.score_thresh", 0.0, 1.0)
-    if _has(cfg, "model.nms_thresh"):
-        _number(cfg, "model.nms_thresh", 0.0, 1.0, low_open=True)
-    for key in ("topk_candidates", "detections_per_img", "fpn_channels", "num_scales"):
-        if _has(cfg, f"model.{key}"):
-            _int(cfg, f"model.{key}")
-    if _has(cfg, "model.num_convs"):
-        _int(cfg, "model.num_convs", minimum=0)
-    for key in ("fg_iou_thresh", "bg_iou_thresh"):
-        if _has(cfg, f"model.{key}"):
-            _number(cfg, f"model.{key}", 0.0, 1.0)
-    if _has(cfg, "model.anchor_sizes"):
-        sizes = _get(cfg, "model.anchor_sizes")
-        if (
-            not isinstance(sizes, list)
-            or not sizes
-            or not all(_is_number(s) and s > 0 for s in sizes)
-        ):
-            raise ConfigError(
-                "model.anchor_sizes", f"must be a list of positive sizes, got {sizes!r}"
-            )
-    if _has(cfg, "model.aspect_ratios"):
-        ratios = _get(cfg, "model.aspect_ratios")
-        if (
-            not isinstance(ratios, list)
-            or not ratios
-            or not all(_is_number(r) and r > 0 for r in ratios)
-        ):
-            raise ConfigError(
-                "model.aspect_ratios", f"must be a list of positive ratios, got {ratios!r}"
-            )
     check_target_keys(cfg, "model", injected=("num_classes", "cls_loss"))
+    _check_built(cfg, "model", num_classes=1, cls_loss=None)
 
 
 def _check_train(cfg: DictConfig) -> None:

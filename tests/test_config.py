@@ -177,3 +177,33 @@ def test_one_line_strips_hydra_hints():
     exc = Wrapped("Could not override 'train.foo'.\nTo append to your config use +train.foo=1")
     exc.__cause__ = ValueError("Key 'foo' is not in struct\n    full_key: train.foo")
     assert one_line(exc) == "Could not override 'train.foo'. Key 'foo' is not in struct"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["loss=focal_star", "loss.gamma=0"], "loss.gamma"),
+        (["loss=ohem", "loss.nms_thresh=0"], "loss.nms_thresh"),
+        (["loss=ohem", "loss.positive_fraction=0"], "loss.positive_fraction"),
+        (["loss.backend=fast"], "loss.backend"),
+        (["model.fg_iou_thresh=1.5"], "model.fg_iou_thresh"),
+        (["model.bg_iou_thresh=0.6"], "model.bg_iou_thresh"),
+        (["model.anchor_sizes=[32,64,0,256,512]"], "model.anchor_sizes"),
+        (["model.num_convs=-1"], "model.num_convs"),
+        (["model.fpn_channels=0"], "model.fpn_channels"),
+        (["model=retinanet_r50_fpn", "model.score_thresh=-1"], "model.score_thresh"),
+    ],
+)
+def test_constructor_checks_name_the_dotted_key(tmp_path, overrides, key):
+    """The loss and model ranges live in their constructors only; validate_config builds
+    the nodes (model on the meta device) and names the key of the failing argument."""
+    with pytest.raises(ConfigError) as err:
+        validate_config(_compose(overrides, tmp_path))
+    assert err.value.key == key, str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_every_loss_and_model_config_passes_its_constructors(tmp_path):
+    for group in ("loss", "model"):
+        for name in GROUPS[group]:
+            validate_config(_compose([f"{group}={name}"], tmp_path))

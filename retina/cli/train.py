@@ -66,7 +66,8 @@ def train(cfg: DictConfig, run_dir: str | Path, dir_key: str = "hydra.run.dir") 
         if dist.is_main:
             seconds = round(time.perf_counter() - start, 1)
             write_metrics_json(run_dir / "metrics.json", metrics, run.config,
-                               iteration=run.trainer.iteration, train_seconds=seconds)  # fmt: skip
+                               iteration=run.trainer.iteration, train_seconds=seconds,
+                               focal_backend=run.focal_backend)  # fmt: skip
             print(format_metrics_table(metrics), flush=True)
             log.info("wrote %s", run_dir / "metrics.json")
         return metrics

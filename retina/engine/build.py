@@ -26,6 +26,7 @@ from retina.engine.loader import ResumableLoader
 from retina.engine.logging import RunLogger
 from retina.engine.optim import WarmupLRSchedule, build_optimizer, scaled_lr
 from retina.engine.trainer import Trainer
+from retina.ops.focal_backend import get_backend, resolved_backend
 from retina.utils.device import select_device
 from retina.utils.instantiate import instantiate_node
 
@@ -209,6 +210,7 @@ class TrainingRun:
     start_iter: int
     max_iter: int
     config: dict[str, Any]
+    focal_backend: str  # how the loss's focal kernels run (the resolved ``loss.backend``)
 
 
 def load_resume_state(
@@ -330,11 +332,15 @@ def build_training_run(cfg: DictConfig, run_dir: Path, dist: DistInfo) -> Traini
         "cat_ids": [int(c) for c in train_set.cat_ids],
         "class_names": list(train_set.class_names),
     }
+    focal_backend = resolved_backend(
+        getattr(model.cls_loss, "backend", None) or get_backend(), device.type
+    )
+    log.info("focal-loss kernels: %s", focal_backend)
     checkpoint_hook = CheckpointHook(
         period=int(t.checkpoint_period),
         directory=ckpt_dir,
         keep=int(t.keep_checkpoints),
-        extra={**labels, "config": config},
+        extra={**labels, "config": config, "focal_backend": focal_backend},
         logger=logger,
         enabled=dist.is_main,
     )
@@ -348,10 +354,10 @@ def build_training_run(cfg: DictConfig, run_dir: Path, dist: DistInfo) -> Traini
         amp_dtype=amp,
         clip_grad_norm=t.clip_grad_norm,
         max_nonfinite=int(t.max_nonfinite),
-        # exact multi-process gradients for a loss divided by the batch's foreground count
-        sync_num_pos=getattr(model, "loss_normalizer", None) == "batch",
         hooks=[LogHook(logger, period=int(t.log_period)), eval_hook, checkpoint_hook],
     )
     if state is not None:
         restore_trainer(trainer, state, reset=t.get("resume_reset") is not None)
-    return TrainingRun(trainer, logger, eval_hook, start_iter, int(t.max_iter), config)
+    return TrainingRun(
+        trainer, logger, eval_hook, start_iter, int(t.max_iter), config, focal_backend
+    )

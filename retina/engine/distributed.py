@@ -12,6 +12,13 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from retina.utils.distributed import all_reduce_sum
+
+__all__ = [
+    "DistInfo", "init_distributed", "current", "barrier", "all_reduce_sum",
+    "broadcast_object", "cleanup",
+]  # fmt: skip
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -73,14 +80,6 @@ def current() -> DistInfo:
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
-
-
-def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
-    """Sum a tensor over all ranks (returns a new tensor; identity without a group)."""
-    out = value.detach().clone()
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(out, op=dist.ReduceOp.SUM)
-    return out
 
 
 def broadcast_object(obj: object, src: int = 0) -> object:

@@ -87,7 +87,9 @@ class Trainer:
 
     Args:
         model: in train mode returns ``{"loss_cls", "loss_box_reg"}`` (possibly wrapped in
-            DistributedDataParallel / ``torch.compile``).
+            DistributedDataParallel / ``torch.compile``), already normalised so that DDP's
+            gradient average is right (the model's job; the trainer only sums the losses).
+            An optional ``stats`` mapping of floats on the model is logged with each step.
         optimizer: the optimizer over the model's parameters.
         scheduler: stepped once per iteration (also for skipped ones, so the LR follows the
             iteration count).
@@ -97,10 +99,6 @@ class Trainer:
         amp_dtype: ``torch.bfloat16``/``torch.float16`` autocast on CUDA; None = fp32.
         clip_grad_norm: clip the global gradient norm to this value; None = no clipping.
         max_nonfinite: stop after this many non-finite losses/gradients in a row.
-        sync_num_pos: under DDP, renormalise the losses by the foreground count of the whole
-            global batch (the model's ``last_num_pos``, summed over ranks), so that N
-            processes compute exactly the gradient of one process with the global batch.
-            Right for a model whose losses are divided by its batch's foreground count.
         hooks: checkpoint / evaluation / logging hooks, called in order.
     """
 
@@ -115,7 +113,6 @@ class Trainer:
         amp_dtype: torch.dtype | None = None,
         clip_grad_norm: float | None = None,
         max_nonfinite: int = 5,
-        sync_num_pos: bool = True,
         hooks: Sequence[Hook] = (),
     ) -> None:
         self.model = model
@@ -129,7 +126,6 @@ class Trainer:
         )
         self.clip_grad_norm = clip_grad_norm
         self.max_nonfinite = max_nonfinite
-        self.sync_num_pos = sync_num_pos
         self.hooks = list(hooks)
         self.dist = current()
         self.iteration = 0  # optimizer steps done (including skipped ones)
@@ -163,8 +159,6 @@ class Trainer:
         with self._autocast():
             loss_dict = self.model(images, targets)
         loss_dict = {k: v.float() for k, v in loss_dict.items()}
-        num_pos = float(getattr(unwrap(self.model), "last_num_pos", 0) or 0)
-        loss_dict, global_num_pos = self._normalise_globally(loss_dict, num_pos)
         loss = sum(loss_dict.values())
 
         # All ranks must agree on skipping, or DDP's backward would hang.
@@ -197,7 +191,7 @@ class Trainer:
             **values,
             "loss": sum(values.values()),
             "lr": lr,
-            "num_pos": global_num_pos,
+            **self._model_stats(),
             "grad_norm": grad_norm,
             "img_per_s": len(images) * self.dist.world_size / elapsed,
         }
@@ -220,16 +214,11 @@ class Trainer:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
-    def _normalise_globally(
-        self, loss_dict: dict[str, torch.Tensor], num_pos: float
-    ) -> tuple[dict[str, torch.Tensor], float]:
-        """Under DDP: rescale each rank's losses from its own foreground count to the global
-        one, so DDP's gradient average equals the single-process gradient."""
-        if not (self.dist.is_distributed and self.sync_num_pos):
-            return loss_dict, num_pos
-        total = float(all_reduce_sum(torch.tensor([num_pos], dtype=torch.float64))[0])
-        scale = max(num_pos, 1.0) * self.dist.world_size / max(total, 1.0)
-        return {k: v * scale for k, v in loss_dict.items()}, total
+    def _model_stats(self) -> dict[str, float]:
+        """The scalars the model reports about its last forward (its ``stats`` mapping,
+        e.g. RetinaNet's global foreground count), logged as they are."""
+        stats = getattr(unwrap(self.model), "stats", None) or {}
+        return {str(k): float(v) for k, v in stats.items()}
 
     def _grad_norm(self) -> float:
         params = [p for p in self.model.parameters() if p.grad is not None]

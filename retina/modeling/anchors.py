@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from retina.utils.checks import check_int, check_positive_list
+
 __all__ = ["AnchorGenerator"]
 
 
@@ -45,8 +47,9 @@ class AnchorGenerator(nn.Module):
         super().__init__()
         if len(sizes) != len(strides):
             raise ValueError(f"sizes {tuple(sizes)} and strides {tuple(strides)} differ in length")
-        if num_scales < 1 or not aspect_ratios:
-            raise ValueError("num_scales must be >= 1 and aspect_ratios non-empty")
+        check_int("num_scales", num_scales)
+        check_positive_list("aspect_ratios", aspect_ratios)
+        check_positive_list("sizes", sizes)
         self.strides = [int(s) for s in strides]
         self.offset = float(offset)
         self.num_anchors = num_scales * len(aspect_ratios)

@@ -14,6 +14,7 @@ from retina.modeling.head import RetinaNetHead
 from retina.modeling.losses import FocalLoss
 from retina.modeling.matcher import Matcher
 from retina.modeling.retinanet import IMAGENET_MEAN, IMAGENET_STD, RetinaNet
+from retina.utils.checks import check_int, check_positive_list
 
 __all__ = ["build_retinanet"]
 
@@ -67,11 +68,11 @@ def build_retinanet(
     the fast from-scratch CPU option. ``norm_eps`` is the backbone norm's epsilon
     (torchvision's COCO_V1 RetinaNet weights need 0.0). ``head_norm``: ``None`` or ``"gn"``.
     """
-    if num_classes < 1:
-        raise ValueError(f"num_classes={num_classes}: must be >= 1")
+    check_int("num_classes", num_classes)
+    check_int("fpn_channels", fpn_channels)
+    if len(check_positive_list("anchor_sizes", anchor_sizes)) != 5:
+        raise ValueError(f"anchor_sizes={list(anchor_sizes)}: expected 5 levels (P3-P7)")
     strides = tuple(8 * 2**i for i in range(len(anchor_sizes)))
-    if len(anchor_sizes) != 5:
-        raise ValueError(f"anchor_sizes={tuple(anchor_sizes)}: expected 5 levels (P3-P7)")
     backbone = ResNetBackbone(
         depth=depth, weights=weights, norm=norm, norm_eps=norm_eps, freeze_at=freeze_at
     )

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from retina.utils.checks import check_int, check_number
+
 __all__ = ["RetinaNetHead", "prior_bias"]
 
 
@@ -14,8 +16,7 @@ def prior_bias(prior_prob: float | None) -> float:
     """Bias ``-log((1 - pi) / pi)`` making every initial score ``pi``; ``None`` gives 0."""
     if prior_prob is None:
         return 0.0
-    if not 0.0 < prior_prob < 1.0:
-        raise ValueError(f"prior_prob={prior_prob}: expected a probability in (0, 1) or None")
+    check_number("prior_prob", prior_prob, 0.0, 1.0, low_open=True, high_open=True)
     return -math.log((1.0 - prior_prob) / prior_prob)
 
 
@@ -58,6 +59,8 @@ class RetinaNetHead(nn.Module):
         prior_prob: float | None = 0.01,
     ) -> None:
         super().__init__()
+        check_int("num_convs", num_convs, minimum=0)
+        prior_bias(prior_prob)  # checks prior_prob before anything is built
         self.num_classes = num_classes
         self.num_anchors = num_anchors
         self.cls_subnet = _subnet(in_channels, num_convs, norm)

@@ -10,6 +10,10 @@ the *summed* loss (a scalar), or with ``per_image=True`` the per-image sums ``(n
 (the meta-architecture needs those for torchvision's per-image normalisation). ``anchors``
 ``(A, 4)`` is only used by :class:`OHEMLoss` (NMS over anchor boxes); the meta-architecture
 always passes it. Normalising by the number of foreground anchors is the caller's job.
+
+Every loss takes ``backend`` (``loss.backend`` in the configs): how its focal kernels run,
+``"auto"`` | ``"native"`` | ``"eager"`` | ``"compile"`` (see :mod:`retina.ops.focal_backend`);
+``$RETINA_FOCAL_BACKEND`` overrides it. The chosen name is kept as ``.backend``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from torch import Tensor
 from retina.modeling.box_coder import BoxCoder
 from retina.ops.boxes import generalized_iou_loss, offset_batched_nms
 from retina.ops.focal import focal_loss_star, sigmoid_focal_loss_from_labels
+from retina.ops.focal_backend import requested_backend, use_backend
+from retina.utils.checks import check_int, check_number
 
 __all__ = ["FocalLoss", "FocalLossStar", "OHEMLoss", "box_regression_loss", "BOX_LOSSES"]
 
@@ -42,13 +48,12 @@ class FocalLoss:
     the paper's default is ``gamma=2, alpha=0.25``.
     """
 
-    def __init__(self, gamma: float = 2.0, alpha: float | None = 0.25) -> None:
-        if gamma < 0:
-            raise ValueError(f"gamma={gamma}: must be >= 0")
-        if alpha is not None and not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha={alpha}: expected a value in [0, 1] or None")
-        self.gamma = float(gamma)
-        self.alpha = alpha
+    def __init__(
+        self, gamma: float = 2.0, alpha: float | None = 0.25, backend: str = "auto"
+    ) -> None:
+        self.gamma = check_number("gamma", gamma, 0.0)
+        self.alpha = check_number("alpha", alpha, 0.0, 1.0, optional=True)
+        self.backend = requested_backend(backend)
 
     def __call__(
         self,
@@ -59,6 +64,10 @@ class FocalLoss:
         anchors: Tensor | None = None,
         per_image: bool = False,
     ) -> Tensor:
+        with use_backend(self.backend):
+            return self._loss(logits, labels, num_images, per_image)
+
+    def _loss(self, logits: Tensor, labels: Tensor, num_images: int, per_image: bool) -> Tensor:
         # fused_backward: the loss is always differentiated right after, so its gradient
         # is computed in the same pass over the logits (native CPU kernels).
         if not per_image:
@@ -80,7 +89,7 @@ class FocalLoss:
         )
 
     def __repr__(self) -> str:
-        return f"FocalLoss(gamma={self.gamma}, alpha={self.alpha})"
+        return f"FocalLoss(gamma={self.gamma}, alpha={self.alpha}, backend={self.backend!r})"
 
 
 class FocalLossStar:
@@ -89,11 +98,10 @@ class FocalLossStar:
     The paper's reported setting is ``gamma=4, beta=0`` (about as good as FL).
     """
 
-    def __init__(self, gamma: float = 4.0, beta: float = 0.0) -> None:
-        if gamma <= 0:
-            raise ValueError(f"gamma={gamma}: FL* needs gamma > 0")
-        self.gamma = float(gamma)
-        self.beta = float(beta)
+    def __init__(self, gamma: float = 4.0, beta: float = 0.0, backend: str = "auto") -> None:
+        self.gamma = check_number("gamma", gamma, 0.0, low_open=True)  # FL* divides by it
+        self.beta = check_number("beta", beta)
+        self.backend = requested_backend(backend)
 
     def __call__(
         self,
@@ -106,9 +114,11 @@ class FocalLossStar:
     ) -> Tensor:
         valid = labels >= -1
         targets = F.one_hot(labels.clamp(min=-1) + 1, logits.shape[1] + 1)[:, 1:]
-        loss = focal_loss_star(
-            logits, targets.to(logits.dtype), gamma=self.gamma, beta=self.beta, reduction="none"
-        )
+        with use_backend(self.backend):
+            loss = focal_loss_star(
+                logits, targets.to(logits.dtype), gamma=self.gamma, beta=self.beta,
+                reduction="none",
+            )  # fmt: skip
         loss = loss * valid[:, None].to(loss.dtype)
         return _sum(loss, num_images, per_image)
 
@@ -138,16 +148,18 @@ class OHEMLoss:
         nms_thresh: float = 0.7,
         alpha: float | None = None,
         pre_nms_per_image: int | None = None,
+        backend: str = "auto",
     ) -> None:
-        if batch_size_per_image < 1:
-            raise ValueError(f"batch_size_per_image={batch_size_per_image}: must be >= 1")
-        if positive_fraction is not None and not 0.0 <= positive_fraction <= 1.0:
-            raise ValueError(f"positive_fraction={positive_fraction}: expected [0, 1] or None")
-        self.batch_size_per_image = int(batch_size_per_image)
-        self.positive_fraction = positive_fraction
-        self.nms_thresh = float(nms_thresh)
-        self.alpha = alpha
-        self.pre_nms_per_image = int(pre_nms_per_image or 8 * batch_size_per_image)
+        self.batch_size_per_image = check_int("batch_size_per_image", batch_size_per_image)
+        self.positive_fraction = check_number(
+            "positive_fraction", positive_fraction, 0.0, 1.0, low_open=True, optional=True
+        )
+        self.nms_thresh = check_number("nms_thresh", nms_thresh, 0.0, 1.0, low_open=True)
+        self.alpha = check_number("alpha", alpha, 0.0, 1.0, optional=True)
+        self.pre_nms_per_image = check_int(
+            "pre_nms_per_image", pre_nms_per_image or 8 * self.batch_size_per_image
+        )
+        self.backend = requested_backend(backend)
 
     @torch.no_grad()
     def select(self, loss: Tensor, labels: Tensor, anchors: Tensor) -> Tensor:
@@ -187,9 +199,10 @@ class OHEMLoss:
     ) -> Tensor:
         if anchors is None:
             raise ValueError("OHEMLoss needs anchors=(A, 4) to run NMS over anchor boxes")
-        ce = sigmoid_focal_loss_from_labels(
-            logits, labels, alpha=self.alpha, gamma=0.0, reduction="none"
-        ).sum(dim=1)
+        with use_backend(self.backend):
+            ce = sigmoid_focal_loss_from_labels(
+                logits, labels, alpha=self.alpha, gamma=0.0, reduction="none"
+            ).sum(dim=1)
         ce = ce.view(num_images, -1)
         mask = self.select(ce.detach(), labels.view(num_images, -1), anchors)
         return _sum(ce * mask.to(ce.dtype), num_images, per_image)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from retina.utils.checks import check_number
+
 __all__ = ["Matcher", "BACKGROUND", "IGNORE"]
 
 BACKGROUND = -1
@@ -35,10 +37,8 @@ class Matcher:
         bg_iou_thresh: float = 0.4,
         allow_low_quality_matches: bool = True,
     ) -> None:
-        if not 0.0 <= bg_iou_thresh <= fg_iou_thresh <= 1.0:
-            raise ValueError(
-                f"need 0 <= bg_iou_thresh ({bg_iou_thresh}) <= fg_iou_thresh ({fg_iou_thresh}) <= 1"
-            )
+        check_number("fg_iou_thresh", fg_iou_thresh, 0.0, 1.0)
+        check_number("bg_iou_thresh", bg_iou_thresh, 0.0, fg_iou_thresh)  # <= fg_iou_thresh
         self.fg_iou_thresh = fg_iou_thresh
         self.bg_iou_thresh = bg_iou_thresh
         self.allow_low_quality_matches = allow_low_quality_matches

@@ -14,6 +14,8 @@ from retina.modeling.box_coder import BoxCoder
 from retina.modeling.losses import BOX_LOSSES, box_regression_loss
 from retina.modeling.matcher import Matcher
 from retina.ops.boxes import batched_pairwise_iou, clip_boxes, offset_batched_nms
+from retina.utils.checks import check_int, check_number
+from retina.utils.distributed import all_reduce_sum, world_size
 
 __all__ = ["RetinaNet", "NORMALIZERS", "IMAGENET_MEAN", "IMAGENET_STD"]
 
@@ -40,6 +42,9 @@ class RetinaNet(nn.Module):
         loss_normalizer: number of foreground anchors (min 1) counted over the ``"batch"``
             (the paper), per ``"image"`` then averaged (torchvision), or an ``"ema"`` of the
             batch count with ``normalizer_momentum`` 0.9 starting at 100 (detectron2).
+            Under ``torch.distributed`` the batch count is summed over all processes inside
+            :meth:`losses` (as detectron2 does), so N processes compute the gradient of one
+            process with the whole global batch; no caller renormalises.
         score_thresh, topk_candidates: per level, keep scores > 0.05 and the best 1000.
         nms_thresh: class-wise NMS IoU (0.5). detections_per_img: 100 (the paper, COCO's
             maxDets and detectron2; torchvision uses 300).
@@ -76,6 +81,11 @@ class RetinaNet(nn.Module):
             raise ValueError(f"box_loss={box_loss!r}: expected one of {BOX_LOSSES}")
         if loss_normalizer not in NORMALIZERS:
             raise ValueError(f"loss_normalizer={loss_normalizer!r}: expected one of {NORMALIZERS}")
+        check_number("score_thresh", score_thresh, 0.0, 1.0)
+        check_number("nms_thresh", nms_thresh, 0.0, 1.0, low_open=True)
+        check_int("topk_candidates", topk_candidates)
+        check_int("detections_per_img", detections_per_img)
+        check_number("normalizer_momentum", normalizer_momentum, 0.0, 1.0)
         self.backbone = backbone
         self.fpn = fpn
         self.head = head
@@ -98,7 +108,9 @@ class RetinaNet(nn.Module):
         self.register_buffer("pixel_mean", mean, persistent=True)
         self.register_buffer("pixel_std", std, persistent=True)
         self.register_buffer("normalizer_ema", torch.tensor(100.0), persistent=True)
-        self.last_num_pos = 0
+        self.last_num_pos = 0  # this process's foreground anchors in the last loss
+        # Scalars of the last training forward for logging, global over processes.
+        self.stats: dict[str, float] = {}
 
     # ------------------------------------------------------------------ preprocessing
     def preprocess(self, images: Images) -> tuple[Tensor, Tensor]:
@@ -242,21 +254,36 @@ class RetinaNet(nn.Module):
             self.box_coder,
             self.smooth_l1_beta,
         )
-        if per_image:
+        if per_image:  # per-image means: DDP's average over equal per-rank batches is exact
+            self.stats = {"num_pos": float(all_reduce_sum(pos_per_image.sum().double()))}
             norm = pos_per_image.clamp(min=1).to(box.dtype)
             box_img = box.new_zeros(b).index_add_(0, fg_img, box)
             return {
                 "loss_cls": (loss_cls / norm).mean(),
                 "loss_box_reg": (box_img / norm).mean(),
             }
+        total, denom = self._normalizer(num_pos, logits.device)
+        self.stats = {"num_pos": total}
+        return {"loss_cls": loss_cls / denom, "loss_box_reg": box.sum() / denom}
+
+    def _normalizer(self, num_pos: int, device: torch.device) -> tuple[float, Tensor]:
+        """(global foreground count, this process's divisor) for the batch/EMA normalisers.
+
+        The count is summed over processes; each divides by ``max(total, 1) / world``, so
+        DDP's gradient *average* equals the gradient of the summed loss over
+        ``max(total, 1)`` (the EMA tracks the global count the same way).
+        """
+        world = world_size()
+        total = num_pos
+        if world > 1:
+            count = torch.tensor([float(num_pos)], dtype=torch.float64, device=device)
+            total = int(all_reduce_sum(count)[0].item())
         if self.loss_normalizer == "ema":
             if self.training:
                 m = self.normalizer_momentum
-                self.normalizer_ema.mul_(m).add_((1 - m) * max(num_pos, 1))
-            denom = self.normalizer_ema.clone()
-        else:
-            denom = torch.tensor(float(max(num_pos, 1)), device=logits.device)
-        return {"loss_cls": loss_cls / denom, "loss_box_reg": box.sum() / denom}
+                self.normalizer_ema.mul_(m).add_((1 - m) * max(total, 1))
+            return float(total), self.normalizer_ema.clone() / world
+        return float(total), torch.tensor(max(total, 1) / world, device=device)
 
     # ------------------------------------------------------------------ inference
     def _level_topk(self, logits: Tensor) -> tuple[Tensor, Tensor, Tensor]:

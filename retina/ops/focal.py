@@ -16,13 +16,16 @@ alpha-balanced CE is ``gamma=0``.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from retina.ops import focal_kernels as fk
-from retina.ops.focal_backend import fused_module, kernel
+from retina.ops.focal_backend import fused_module, get_backend, kernel, use_backend
 
 _REDUCTIONS = ("none", "mean", "sum")
 
@@ -98,10 +101,23 @@ def _describe(obj: object) -> str:
     return f"{obj.dtype} tensor" if isinstance(obj, Tensor) else type(obj).__name__
 
 
+def _in_forward_backend(backward: Callable[..., Any]) -> Callable[..., Any]:
+    """Run an autograd Function's backward under the backend its forward ran with (a loss's
+    :func:`~retina.ops.focal_backend.use_backend` has ended by the time autograd calls it)."""
+
+    @functools.wraps(backward)
+    def run(ctx: Any, *grads: Any) -> Any:
+        with use_backend(ctx.backend):
+            return backward(ctx, *grads)
+
+    return run
+
+
 # --------------------------------------------------------------------------- sigmoid FL
 class _SigmoidFocal(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, targets, alpha, gamma, reduction):  # type: ignore[override]
+        ctx.backend = get_backend()  # the backward runs under the same backend
         ctx.save_for_backward(logits, targets)
         fused = fused_module(logits)
         if fused is not None:  # one pass; exact for hard and soft targets alike
@@ -117,6 +133,7 @@ class _SigmoidFocal(torch.autograd.Function):
         return loss.to(logits.dtype)
 
     @staticmethod
+    @_in_forward_backend
     def backward(ctx, grad_out):  # type: ignore[override]
         logits, targets = ctx.saved_tensors
         alpha, gamma, reduction, hard = ctx.params
@@ -171,6 +188,7 @@ def sigmoid_focal_loss(
 class _SigmoidFocalFromLabels(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, labels, alpha, gamma, reduction, fused):  # type: ignore[override]
+        ctx.backend = get_backend()  # the backward runs under the same backend
         ctx.save_for_backward(logits, labels)
         ctx.params = (alpha, gamma, reduction)
         ctx.fused_grad = None
@@ -186,6 +204,7 @@ class _SigmoidFocalFromLabels(torch.autograd.Function):
         return (loss * _mean_scale(logits, labels, reduction)).to(logits.dtype)
 
     @staticmethod
+    @_in_forward_backend
     def backward(ctx, grad_out):  # type: ignore[override]
         logits, labels = ctx.saved_tensors
         alpha, gamma, reduction = ctx.params
@@ -253,6 +272,7 @@ def sigmoid_focal_loss_from_labels(
 class _SoftmaxFocal(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, labels, alpha, gamma, reduction):  # type: ignore[override]
+        ctx.backend = get_backend()  # the backward runs under the same backend
         ctx.save_for_backward(logits, labels, alpha)
         ctx.params = (gamma, reduction)
         x = logits.to(fk.compute_dtype(logits.dtype))
@@ -265,6 +285,7 @@ class _SoftmaxFocal(torch.autograd.Function):
         return loss.to(logits.dtype)
 
     @staticmethod
+    @_in_forward_backend
     def backward(ctx, grad_out):  # type: ignore[override]
         logits, labels, alpha = ctx.saved_tensors
         gamma, reduction = ctx.params
@@ -335,6 +356,7 @@ def softmax_focal_loss(
 class _FocalStar(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, targets, gamma, beta, reduction):  # type: ignore[override]
+        ctx.backend = get_backend()  # the backward runs under the same backend
         ctx.save_for_backward(logits, targets)
         ctx.params = (gamma, beta, reduction)
         loss = kernel(fk.focal_star_forward)(logits, targets, gamma, beta, reduction != "none")
@@ -343,6 +365,7 @@ class _FocalStar(torch.autograd.Function):
         return loss.to(logits.dtype)
 
     @staticmethod
+    @_in_forward_backend
     def backward(ctx, grad_out):  # type: ignore[override]
         logits, targets = ctx.saved_tensors
         gamma, beta, reduction = ctx.params

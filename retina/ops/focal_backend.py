@@ -15,8 +15,14 @@
 - ``"auto"`` (default) is ``"native"`` where the C library builds or Triton imports,
   ``"eager"`` otherwise (a missing compiler gives one warning, never an error).
 
-Select with :func:`set_backend` or the ``RETINA_FOCAL_BACKEND`` environment variable
-(read on first use). Kernels are compiled with ``dynamic=True`` (one compilation serves
+The choice is recorded with the run: it is an argument of the loss modules
+(``loss.backend`` in the configs, :mod:`retina.modeling.losses`), which run their kernels
+inside :func:`use_backend`; the resolved name (:func:`resolved_backend`) is written into
+``metrics.json`` and checkpoints as ``focal_backend``. The ``RETINA_FOCAL_BACKEND``
+environment variable overrides a loss's argument (:func:`requested_backend`) and is the
+process default for direct calls of the ops; :func:`set_backend` changes that default.
+
+Kernels are compiled with ``dynamic=True`` (one compilation serves
 every batch shape) and ``cpp.vec_isa_ok=True``, which trusts the CPU flags instead of
 test-compiling a program per SIMD ISA (about 20 s of a cold first call on a 2-core machine).
 """
@@ -24,8 +30,10 @@ test-compiling a program per SIMD ISA (about 20 s of a cold first call on a 2-co
 from __future__ import annotations
 
 import os
+import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
@@ -33,7 +41,10 @@ import torch
 
 EAGER_CHUNK_NUMEL = 1 << 22
 _BACKENDS = ("auto", "native", "compile", "eager")
+BACKENDS = _BACKENDS
+ENV_VAR = "RETINA_FOCAL_BACKEND"
 _state: dict[str, Any] = {"backend": None, "broken": False}
+_local = threading.local()  # .backend: the innermost use_backend() of this thread
 _compiled: dict[Callable[..., Any], Callable[..., Any]] = {}
 
 
@@ -45,10 +56,55 @@ def set_backend(name: str) -> None:
 
 
 def get_backend() -> str:
-    """The selected backend name (environment default ``"auto"``)."""
+    """The backend in force: the innermost :func:`use_backend` of this thread, else the
+    process default (:func:`set_backend`, else ``$RETINA_FOCAL_BACKEND``, else ``"auto"``)."""
+    local = getattr(_local, "backend", None)
+    if local is not None:
+        return local
     if _state["backend"] is None:
-        set_backend(os.environ.get("RETINA_FOCAL_BACKEND", "auto"))
+        set_backend(os.environ.get(ENV_VAR, "auto"))
     return _state["backend"]
+
+
+def requested_backend(name: str) -> str:
+    """A loss's ``backend`` argument after the environment override: ``$RETINA_FOCAL_BACKEND``
+    when set, else ``name``. Raises ``ValueError`` naming the argument or the variable."""
+    override = os.environ.get(ENV_VAR)
+    if override:
+        if override not in _BACKENDS:
+            raise ValueError(f"{ENV_VAR}={override!r}: expected one of {_BACKENDS}")
+        return override
+    if name not in _BACKENDS:
+        raise ValueError(f"backend={name!r}: expected one of {_BACKENDS}")
+    return name
+
+
+@contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Run the focal kernels called inside (in this thread) with backend ``name``."""
+    if name not in _BACKENDS:
+        raise ValueError(f"backend={name!r}: expected one of {_BACKENDS}")
+    before = getattr(_local, "backend", None)
+    _local.backend = name
+    try:
+        yield
+    finally:
+        _local.backend = before
+
+
+def resolved_backend(name: str, device_type: str = "cpu") -> str:
+    """What ``name`` runs as on ``device_type``: ``"auto"`` becomes ``"native"`` where the
+    fused kernels are available (the C library builds; Triton imports on CUDA), else
+    ``"eager"``; the other names stand as they are (float32 inputs assumed)."""
+    if name != "auto":
+        return name
+    if device_type == "cuda":
+        from retina.ops import focal_triton
+
+        return "native" if focal_triton.available() else "eager"
+    from retina.ops import focal_native
+
+    return "native" if focal_native.available() else "eager"
 
 
 def fused_module(x: torch.Tensor) -> ModuleType | None:

@@ -1,8 +1,14 @@
 """The fused float32 CPU focal-loss kernels of ``csrc/focal_cpu.c``, built on first use.
 
 The C source is compiled once per machine with the system C compiler (``$CC``, else ``cc``;
-about 3 s) into ``$RETINA_CACHE_DIR`` (default ``~/.cache/retina``), keyed by a hash of the
-source, the compiler and its flags, and loaded with :mod:`ctypes`. Concurrent first uses
+about 3 s) with ``-march=native`` (about 5x faster than baseline x86-64 code) into
+``$RETINA_CACHE_DIR`` (default ``~/.cache/retina``) and loaded with :mod:`ctypes`. The file
+name is a hash of everything the machine code depends on (:func:`build_key`): the source,
+the compiler's version, the flags, and the CPU features ``-march=native`` expands to on
+this machine (plus the kernel's CPU flags on Linux). A cache shared by nodes of different
+CPU generations (a common ``$HOME``) thus holds one library per CPU kind, and a library
+built for other CPU features is never loaded (it would die with SIGILL). When the features
+cannot be determined the build drops ``-march=native`` (portable code). Concurrent first uses
 (DDP ranks, data-loader workers) each build into a private temporary file and rename it into
 place, so a half-written library is never loaded.
 
@@ -23,6 +29,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -83,12 +90,64 @@ def _compiler_id(cc: str) -> str:
         return cc
 
 
+def cpu_features(cc: str) -> str:
+    """The target options ``-march=native`` means on this machine, as the compiler expands
+    them (GCC: ``-march=znver3 -mavx2 ...``; clang: ``-target-cpu``/``-target-feature``),
+    followed by the kernel's CPU flags (Linux ``/proc/cpuinfo``). Empty when neither is
+    known."""
+    parts: list[str] = []
+    try:
+        res = subprocess.run(
+            [cc, "-march=native", "-###", "-x", "c", "-c", os.devnull, "-o", os.devnull],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        opts = [_target_options(line) for line in res.stderr.splitlines() if "cc1" in line]
+        if res.returncode == 0 and any("-march=" in o or "-target-cpu" in o for o in opts):
+            parts.append(" ".join(opts))
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                parts.append(" ".join(sorted(line.split(":", 1)[1].split())))
+                break
+    except OSError:
+        pass
+    return " | ".join(parts)
+
+
+def _target_options(cc1_line: str) -> str:
+    """The ``-m...`` / ``-target-cpu X`` / ``-target-feature X`` options of a cc1 command."""
+    try:
+        tokens = shlex.split(cc1_line)
+    except ValueError:
+        return ""
+    kept = [
+        f"{tok} {nxt}" if tok in ("-target-cpu", "-target-feature") else tok
+        for tok, nxt in zip(tokens, [*tokens[1:], ""], strict=True)
+        if tok.startswith("-m") or tok in ("-target-cpu", "-target-feature")
+    ]
+    return " ".join(kept)
+
+
+def build_flags(features: str) -> tuple[str, ...]:
+    """:data:`FLAGS`, without ``-march=native`` when the CPU features are unknown."""
+    return FLAGS if features else tuple(f for f in FLAGS if f != "-march=native")
+
+
+def build_key(source: bytes, compiler: str, flags: tuple[str, ...], features: str) -> str:
+    """The cache key: a hash of everything the compiled machine code depends on."""
+    key = hashlib.sha256(source)
+    for part in (compiler, " ".join(flags), platform.machine(), features):
+        key.update(b"\0" + part.encode())
+    return key.hexdigest()[:16]
+
+
 def library_path(cc: str) -> Path:
-    """The cached library for this source, compiler, flags and machine."""
-    key = hashlib.sha256()
-    key.update(SOURCE.read_bytes())
-    key.update(" ".join((_compiler_id(cc), *FLAGS, platform.machine())).encode())
-    return cache_dir() / f"focal_cpu-{key.hexdigest()[:16]}.so"
+    """The cached library for this source, compiler, flags and CPU."""
+    features = cpu_features(cc)
+    key = build_key(SOURCE.read_bytes(), _compiler_id(cc), build_flags(features), features)
+    return cache_dir() / f"focal_cpu-{key}.so"
 
 
 def build(cc: str) -> Path:
@@ -100,7 +159,8 @@ def build(cc: str) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        cmd = [cc, *FLAGS, "-o", tmp, str(SOURCE)]
+        flags = build_flags(cpu_features(cc))
+        cmd = [cc, *flags, "-o", tmp, str(SOURCE)]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if res.returncode != 0:
             first = (res.stderr.strip().splitlines() or ["(no output)"])[0]

@@ -10,6 +10,7 @@ module. The name alone is not enough: ``retina.engine.checkpoint.os.system`` sta
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -84,13 +85,30 @@ def instantiate_untrusted(node: Any, where: str, what: str = "it", **kwargs: Any
 
 def instantiate_node(node: Any, key: str, **kwargs: Any) -> Any:
     """Instantiate a node of the user's own composed config; failures (bad argument values,
-    missing weight files) become a one-line :class:`ConfigError` naming the node."""
+    missing weight files) become a one-line :class:`ConfigError` naming the node, or the
+    node's key when a constructor's ``ValueError`` starts with ``<argument>=`` (the
+    convention of :mod:`retina.utils.checks`): ``loss.gamma: must satisfy 0 <= value, got
+    -0.5``."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as exc:
-        raise ConfigError(key, one_line(exc.__cause__ or exc)) from None
+        cause = exc.__cause__ or exc
+        raise _config_error(node, key, cause, one_line(cause)) from None
     except (ValueError, FileNotFoundError) as exc:
-        raise ConfigError(key, first_line(exc)) from None
+        raise _config_error(node, key, exc, first_line(exc)) from None
+
+
+_ARGUMENT = re.compile(r"^([A-Za-z_]\w*)=(.*?): (.*)$")
+
+
+def _config_error(node: Any, key: str, exc: BaseException, message: str) -> ConfigError:
+    """A constructor's ``ValueError("name=value: reason")`` for an argument the node sets
+    becomes ``ConfigError("key.name", "reason, got value")``; anything else names ``key``."""
+    match = _ARGUMENT.match(message) if isinstance(exc, ValueError) else None
+    if match and isinstance(node, Mapping) and match.group(1) in node:
+        name, value, reason = match.groups()
+        return ConfigError(f"{key}.{name}", f"{reason}, got {value}")
+    return ConfigError(key, message)

@@ -14,6 +14,7 @@ import torch
 
 from retina.data import make_shapes_dataset
 from retina.engine.checkpoint import load_checkpoint
+from retina.ops.focal_backend import resolved_backend
 
 SMALL = [
     "train.batch_size=2",
@@ -61,6 +62,9 @@ def test_few_iterations_through_the_cli(shapes_root, tmp_path):
     assert set(metrics["per_category"]) == {"circle", "square", "triangle"}
     assert metrics["config"]["train"]["max_iter"] == 3
     assert metrics["config"]["data"]["root"] == str(shapes_root)
+    # the loss's backend choice (loss.backend=auto) is recorded as what it resolved to
+    assert metrics["config"]["loss"]["backend"] == "auto"
+    assert metrics["focal_backend"] == resolved_backend("auto", "cpu")
     assert "AP50" in proc.stdout and "circle" in proc.stdout  # the printed COCO table
     assert (run_dir / "coco_results.json").is_file()
 
@@ -71,6 +75,7 @@ def test_few_iterations_through_the_cli(shapes_root, tmp_path):
                 "data_position", "cat_ids", "class_names", "config"):  # fmt: skip
         assert key in state, key
     assert state["iteration"] == 3 and state["cat_ids"] == [1, 2, 3]
+    assert state["focal_backend"] == metrics["focal_backend"]
     assert state["config"]["model"]["_target_"] == "retina.modeling.build_retinanet"
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 

@@ -113,7 +113,6 @@ class _Scripted(nn.Module):
         self.w = nn.Parameter(torch.ones(1))
         self.script = script
         self.calls = 0
-        self.last_num_pos = 1
 
     def forward(self, images, targets):
         value = self.script[min(self.calls, len(self.script) - 1)]

@@ -206,3 +206,44 @@ def test_fused_backward_twice_and_without_grad(native):
     with torch.no_grad():
         value = sigmoid_focal_loss_from_labels(x, labels, fused_backward=True)
     torch.testing.assert_close(value, loss.detach())
+
+
+def test_cache_key_covers_cpu_features_flags_and_compiler():
+    src = b"int f(void) { return 1; }"
+    base = focal_native.build_key(src, "gcc 12", focal_native.FLAGS, "-march=znver3 -mavx512f")
+    other_cpu = focal_native.build_key(src, "gcc 12", focal_native.FLAGS, "-march=haswell -mavx2")
+    other_flags = focal_native.build_key(src, "gcc 12", ("-O2",), "-march=znver3 -mavx512f")
+    other_cc = focal_native.build_key(src, "gcc 13", focal_native.FLAGS, "-march=znver3 -mavx512f")
+    other_src = focal_native.build_key(src + b" ", "gcc 12", focal_native.FLAGS,
+                                       "-march=znver3 -mavx512f")  # fmt: skip
+    assert len({base, other_cpu, other_flags, other_cc, other_src}) == 5
+
+
+def test_features_are_what_march_native_expands_to():
+    features = focal_native.cpu_features(focal_native._compiler())
+    assert "-march=" in features or "-target-cpu" in features
+    assert "-march=native" not in features.split()  # the expansion, not the request
+
+
+def test_unknown_cpu_features_build_portable_code():
+    assert "-march=native" in focal_native.build_flags("-march=znver3")
+    assert "-march=native" not in focal_native.build_flags("")
+
+
+def test_a_library_built_for_other_cpu_features_is_never_loaded(monkeypatch, tmp_path):
+    """A shared cache holding a library keyed by another CPU's features: this machine builds
+    and loads its own. The foreign file is not a library at all, so loading it would fail."""
+    monkeypatch.setenv("RETINA_CACHE_DIR", str(tmp_path))
+    cc = focal_native._compiler()
+    real = focal_native.cpu_features
+    monkeypatch.setattr(focal_native, "cpu_features", lambda c: "-march=other-cpu -mfoo")
+    foreign = focal_native.library_path(cc)
+    foreign.write_bytes(b"built on another node")
+    monkeypatch.setattr(focal_native, "cpu_features", real)
+    monkeypatch.setattr(focal_native, "_state", {"lib": None, "tried": False, "error": None})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert focal_native.available()
+    ours = focal_native.library_path(cc)
+    assert ours != foreign and ours.exists()
+    assert foreign.read_bytes() == b"built on another node"

@@ -37,6 +37,8 @@ from typing import Any
 ENTRY_POINTS = {
     "retina-train": ("retina.cli.train", "main"),
     "retina-eval": ("retina.cli.eval", "main"),
+    "retina-predict": ("retina.cli.predict", "main"),
+    "retina-plot": ("retina.cli.plot", "main"),
     "retina-check-data": ("retina.data.validate", "main"),
     "retina-predict": ("retina.cli.predict", "main"),
     "retina-plot": ("retina.cli.plot", "main"),

@@ -111,3 +111,57 @@ def test_crafted_config_target_is_refused(target: str, reference_run: dict, tmp_
         build_model_from_checkpoint(state, path)
     assert "\n" not in str(info.value)
     assert not marker.exists()
+
+
+def _cli_args(prog: str, checkpoint: Path, tiny_shapes: Path, tmp_path: Path) -> list[str]:
+    """Arguments of a console script that reads ``checkpoint`` (everything else valid)."""
+    if prog == "retina-eval":
+        return [f"checkpoint={checkpoint}", f"hydra.run.dir={tmp_path / 'eval'}",
+                "eval.device=cpu"]  # fmt: skip
+    if prog == "retina-predict":
+        return [f"checkpoint={checkpoint}", f"input={tiny_shapes / 'val'}",
+                f"output={tmp_path / 'pred'}", "device=cpu",
+                f"hydra.run.dir={tmp_path / 'predict'}"]  # fmt: skip
+    return ["loss-cdf", f"checkpoint={checkpoint}", f"data.root={tiny_shapes}", "images=1",
+            f"out={tmp_path / 'cdf.png'}"]  # fmt: skip
+
+
+def _one_line(result, prog: str, *needles: str) -> None:
+    """Exit 1, no traceback, one error line holding every needle (retina-plot prefixes its
+    lines with the figure's name instead of ``error:``)."""
+    if prog != "retina-plot":
+        result.assert_clean_error(*needles)
+        return
+    assert result.rc == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("retina-plot loss-cdf:")]
+    assert len(lines) == 1 and all(n in lines[0] for n in needles), result.stderr[-3000:]
+
+
+CHECKPOINT_READERS = ["retina-eval", "retina-predict", "retina-plot"]
+
+
+@pytest.mark.parametrize("prog", CHECKPOINT_READERS)
+def test_console_scripts_refuse_pickled_code(
+    prog: str, cli: CliServer, tiny_shapes: Path, tmp_path: Path
+) -> None:
+    path, marker = _malicious(tmp_path, "torch_save")
+    result = cli.run(prog, _cli_args(prog, path, tiny_shapes, tmp_path), cwd=tmp_path)
+    _one_line(result, prog, str(path), "weights_only")
+    assert not marker.exists(), "the payload ran"
+
+
+@pytest.mark.parametrize("node", ["model", "loss"])
+@pytest.mark.parametrize("prog", CHECKPOINT_READERS)
+def test_console_scripts_refuse_a_crafted_config_target(
+    prog: str, node: str, cli: CliServer, reference_run: dict, tiny_shapes: Path, tmp_path: Path
+) -> None:
+    """A tensor-only checkpoint whose config points ``_target_`` at ``os.system``: one line
+    naming the file and the key, and the command never runs."""
+    state = load_checkpoint(reference_run["dir"] / "checkpoints" / "last.pt")
+    marker = tmp_path / "pwned_config"
+    state["config"][node] = {"_target_": "os.system", "_args_": [f"touch {marker}"]}
+    path = tmp_path / "crafted.pt"
+    torch.save(state, path)
+    result = cli.run(prog, _cli_args(prog, path, tiny_shapes, tmp_path), cwd=tmp_path)
+    _one_line(result, prog, str(path), f"config.{node}", "refusing _target_")
+    assert not marker.exists(), "the payload ran"
