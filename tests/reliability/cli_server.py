@@ -40,8 +40,6 @@ ENTRY_POINTS = {
     "retina-predict": ("retina.cli.predict", "main"),
     "retina-plot": ("retina.cli.plot", "main"),
     "retina-check-data": ("retina.data.validate", "main"),
-    "retina-predict": ("retina.cli.predict", "main"),
-    "retina-plot": ("retina.cli.plot", "main"),
     "retina-report": ("retina.cli.report", "main"),
 }
 
