@@ -67,6 +67,7 @@ COCO_NAMES = (
 """COCO's category names in YOLO index order."""
 
 _NOTES = {
+    "filename": "images found by the XML's name (<filename> missing or not found)",
     "size": "image sizes taken from the image file (<size> missing, zero or different)",
     "zero_area": "zero-area boxes kept (retina-check-data warns; loading drops them)",
     "outside": "boxes partly outside their image kept (loading clips them)",
@@ -81,7 +82,7 @@ _NOTES = {
 class ConversionReport:
     """What a conversion wrote and what it fixed or skipped.
 
-    ``notes`` maps a kind (a key of the module's ``_NOTES``: ``size``, ``zero_area``,
+    ``notes`` maps a kind (a key of the module's ``_NOTES``: ``filename``, ``size``, ``zero_area``,
     ``outside``, ``difficult``, ``no_labels``, ``stray``, ``duplicate``) to the locations
     (``file`` or ``file:line``) where it occurred.
     """
@@ -167,17 +168,22 @@ def _voc_number(obj: ET.Element, key: str, xml: Path, index: int) -> float:
     return value
 
 
-def _voc_image(root: ET.Element, xml: Path, image_dir: Path) -> Path:
-    """The image of a VOC record: ``<filename>`` in ``image_dir``, else the XML's stem with
-    an image suffix."""
+def _voc_image(root: ET.Element, xml: Path, image_dir: Path, report: ConversionReport
+               ) -> Path:
+    """The image of a VOC record: ``<filename>`` in ``image_dir`` (with an image suffix
+    added when it has none), else the XML's stem with an image suffix (noted)."""
     name = (root.findtext("filename") or "").strip()
-    candidates = [image_dir / name] if name else []
-    stem = Path(name).stem if name else xml.stem
-    candidates += [image_dir / f"{s}{ext}" for s in dict.fromkeys((stem, xml.stem))
-                   for ext in IMAGE_SUFFIXES + tuple(e.upper() for e in IMAGE_SUFFIXES)]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
+    suffixes = IMAGE_SUFFIXES + tuple(e.upper() for e in IMAGE_SUFFIXES)
+    for stem, noted in ((name, False), (xml.stem, True)):
+        if not stem:
+            continue
+        candidates = [image_dir / stem] if not noted else []
+        candidates += [image_dir / f"{stem}{ext}" for ext in suffixes]
+        for candidate in candidates:
+            if candidate.is_file():
+                if noted:
+                    report.add("filename", xml.name)
+                return candidate
     raise DataError(f"{xml}: image {name or xml.stem!r} not found in {image_dir}")
 
 
@@ -238,7 +244,7 @@ def convert_voc(ann_dir: str | Path, image_dir: str | Path, *,
     seen_files: dict[str, Path] = {}
     for image_id, xml in enumerate(xmls, start=1):
         root = _parse_xml(xml)
-        path = _voc_image(root, xml, image_dir)
+        path = _voc_image(root, xml, image_dir, report)
         file_name = _relative(path, image_dir)
         if file_name in seen_files:
             raise DataError(f"{xml}: image {file_name} is already annotated by "
