@@ -1,4 +1,7 @@
-"""VOC and YOLO -> COCO on trees the tests write, one quirk at a time."""
+"""retina.data.convert (VOC and YOLO -> COCO) on trees the tests write, one quirk at a time.
+
+(Not test_convert.py: tests/test_convert.py tests retina/convert.py, and pytest needs unique
+basenames.)"""
 
 from __future__ import annotations
 
