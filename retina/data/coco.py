@@ -286,6 +286,7 @@ class CocoDetection(torch.utils.data.Dataset):
         self.num_broken += 1
         path = Path(self.image_root) / info["file_name"]
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = reason.removeprefix(f"{path}: ")  # read_image's errors name the file already
         logger.warning("skipping broken image %s (image id %d): %s", path, info["id"], reason)
         if self.num_broken > self.max_broken_fraction * len(self):
             raise DataError(f"{self.num_broken} of {len(self)} images are broken (more than "
