@@ -14,6 +14,7 @@ from retina.data.batching import (
 )
 from retina.data.coco import CocoDetection, detections_to_coco
 from retina.data.errors import DataError
+from retina.data.images import image_size, read_image
 from retina.data.shapes import make_shapes_dataset
 from retina.data.transforms import DetectionTransform, build_transforms
 from retina.data.validate import Problem, check_coco_dict, validate_coco
@@ -30,9 +31,11 @@ __all__ = [
     "check_coco_dict",
     "collate_detection",
     "detections_to_coco",
+    "image_size",
     "make_generator",
     "make_shapes_dataset",
     "pad_images",
+    "read_image",
     "seed_worker",
     "validate_coco",
 ]
