@@ -40,7 +40,7 @@ OPTIM_KEYS = frozenset(
 DATA_KEYS = frozenset(
     {
         "name", "root", "train_ann", "train_images", "val_ann", "val_images", "generator",
-        "train_transforms", "val_transforms", "max_broken_fraction",
+        "train_transforms", "val_transforms", "max_broken_fraction", "invalid_boxes",
     }
 )  # fmt: skip
 AMP_CHOICES = (None, "bf16", "fp16")
@@ -48,6 +48,7 @@ RESUME_RESET_CHOICES = (None, "optim")
 MAX_SEED = 2**63 - 1  # torch.Generator seeds are 64-bit; the loader adds the epoch
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 SCHEDULE_CHOICES = ("step", "cosine")
+INVALID_BOXES_CHOICES = ("drop", "error")
 
 
 def _get(cfg: DictConfig, key: str) -> Any:
@@ -268,6 +269,8 @@ def _check_data(cfg: DictConfig) -> None:
                 _int(cfg, f"data.generator.{key}")
     if _has(cfg, "data.max_broken_fraction"):
         _number(cfg, "data.max_broken_fraction", 0.0, 1.0)
+    if _has(cfg, "data.invalid_boxes"):
+        _choice(cfg, "data.invalid_boxes", INVALID_BOXES_CHOICES)
     for node in ("data.train_transforms", "data.val_transforms"):
         check_target_keys(cfg, node)
     if Path(root).is_dir():

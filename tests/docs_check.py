@@ -222,8 +222,18 @@ def argparse_flags(target: str) -> frozenset[str] | None:
             except TypeError:
                 main()
         except _Captured as captured:
-            return frozenset(captured.parser._option_string_actions)
+            return _parser_flags(captured.parser)
     return None
+
+
+def _parser_flags(parser: argparse.ArgumentParser) -> frozenset[str]:
+    """Every option string of ``parser`` and of its subcommands' parsers."""
+    flags = set(parser._option_string_actions)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                flags |= _parser_flags(sub)
+    return frozenset(flags)
 
 
 def _source(module: object) -> str:

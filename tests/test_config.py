@@ -145,6 +145,7 @@ def test_other_groups_compose(tmp_path, overrides):
         ("+model.dropout=0.1", "model.dropout"),
         ("+data.train_transforms.blur=3", "data.train_transforms.blur"),
         ("data.max_broken_fraction=2", "data.max_broken_fraction"),
+        ("data.invalid_boxes=clip", "data.invalid_boxes"),
         ("data=coco", "data.root"),
         ("data.root=/does/not/exist", "data.root"),
     ],

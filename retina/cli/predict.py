@@ -2,8 +2,10 @@
 
     retina-predict checkpoint=PATH input=IMAGE_OR_FOLDER output=FOLDER [score_thresh=0.3]
 
-Writes ``<output>/<image stem>.png`` with boxes, class names and scores drawn, and
-``<output>/detections.json`` with every kept detection in the original image's pixels.
+Writes ``<output>/<image file name>.png`` (``a.jpg`` -> ``a.jpg.png``) with boxes, class names
+and scores drawn, and ``<output>/detections.json`` with every kept detection in the original
+image's pixels. Images are read by :func:`retina.data.images.read_image` (upright by their EXIF
+orientation, any mode and depth as RGB uint8), as in training and evaluation.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from omegaconf import DictConfig
 
 from retina.cli.common import exit_on_user_error, required_value, run_cli
 from retina.config import CONFIG_DIR
+from retina.data.images import read_image
 from retina.engine.inference import load_for_inference
-from retina.errors import ConfigError, DataError
+from retina.errors import ConfigError
 from retina.utils.device import select_device
 from retina.utils.io import save_image_atomic, write_json_atomic
 from retina.utils.vis import draw_detections
@@ -46,16 +49,6 @@ def list_images(source: Path) -> list[Path]:
     return images
 
 
-def read_image(path: Path) -> np.ndarray:
-    """RGB ``(H, W, 3)`` uint8, upright according to its EXIF orientation."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as handle:
-            return np.asarray(ImageOps.exif_transpose(handle).convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise DataError(f"{path}: cannot read image ({reason})") from None
 
 
 def _transforms(cfg: DictConfig, state: dict) -> Any:
@@ -93,12 +86,12 @@ def _batches(
 
 
 def _output_names(paths: Sequence[Path]) -> list[str]:
-    """``<stem>.png``, with the suffix kept in the name when two inputs share a stem."""
-    stems = [p.stem for p in paths]
-    return [
-        f"{p.stem}.png" if stems.count(p.stem) == 1 else f"{p.stem}_{p.suffix[1:]}.png"
-        for p in paths
-    ]
+    """``<file name>.png`` for each input (``a.jpg`` -> ``a.jpg.png``).
+
+    Injective: the inputs are one file or the files of one folder, so their names differ, and
+    appending the same suffix keeps different names different (no stem or suffix is dropped).
+    """
+    return [f"{p.name}.png" for p in paths]
 
 
 def predict(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:

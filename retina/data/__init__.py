@@ -13,6 +13,7 @@ from retina.data.batching import (
     seed_worker,
 )
 from retina.data.coco import CocoDetection, detections_to_coco_results
+from retina.data.images import image_size, read_image
 from retina.data.shapes import make_shapes_dataset
 from retina.data.transforms import DetectionTransform, build_transforms
 from retina.data.validate import Problem, check_coco_dict, validate_coco
@@ -30,9 +31,11 @@ __all__ = [
     "check_coco_dict",
     "collate_detection",
     "detections_to_coco_results",
+    "image_size",
     "make_generator",
     "make_shapes_dataset",
     "pad_images",
+    "read_image",
     "seed_worker",
     "validate_coco",
 ]

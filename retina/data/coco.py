@@ -11,11 +11,17 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from retina.data.columns import Columns, columns_are_valid, extract_columns
+from retina.data.columns import BOX_TOLERANCE, Columns, columns_are_valid, extract_columns
+from retina.data.images import read_image
 from retina.data.validate import check_coco_dict, load_json, raise_for_problems
 from retina.errors import DataError
 
 logger = logging.getLogger(__name__)
+
+INVALID_BOXES_CHOICES = ("drop", "error")
+"""``data.invalid_boxes``: drop/clip the boxes ``retina-check-data`` warns about, or refuse."""
+SHOWN_IDS = 5
+"""Annotation ids named in the one-line invalid-box warning or error."""
 
 Transform = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
                      tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
@@ -39,8 +45,13 @@ class CocoDetection(torch.utils.data.Dataset):
     need pycocotools get a ``COCO`` object lazily through :attr:`coco`.
 
     Labels are contiguous ``0..K-1`` in ascending category-id order:
-    ``cat_ids[label] == category_id``. Boxes with non-positive width or height are dropped
-    at load time; crowd annotations become ``crowd_boxes``.
+    ``cat_ids[label] == category_id``; crowd annotations become ``crowd_boxes``.
+
+    Invalid boxes (``retina-check-data``'s warnings) are handled at construction by
+    ``invalid_boxes``: with ``"drop"`` boxes of zero or negative width/height are dropped,
+    boxes beyond their image clipped to it (dropped when nothing is left), and one warning
+    line gives the counts and the first annotation ids (:attr:`num_dropped_boxes`,
+    :attr:`num_clipped_boxes`); with ``"error"`` they raise :class:`DataError`.
 
     Broken images met while loading (unreadable, corrupt, or of another size than the
     JSON says) are logged, counted in :attr:`num_broken` (per process: each DataLoader
@@ -60,14 +71,19 @@ class CocoDetection(torch.utils.data.Dataset):
         check: run the JSON checks at construction.
         max_broken_fraction: fraction of broken images tolerated before the run stops.
         on_broken: ``"next"`` or ``"skip"``, see above.
+        invalid_boxes: ``"drop"`` or ``"error"``, see above.
     """
 
     def __init__(self, ann_file: str | Path, image_root: str | Path,
                  transforms: Transform | None = None, *, drop_empty: bool = False,
                  check: bool = True, max_broken_fraction: float = 0.01,
-                 on_broken: Literal["next", "skip"] = "next") -> None:
+                 on_broken: Literal["next", "skip"] = "next",
+                 invalid_boxes: Literal["drop", "error"] = "drop") -> None:
         if on_broken not in ("next", "skip"):
             raise DataError(f"on_broken must be 'next' or 'skip', got {on_broken!r}")
+        if invalid_boxes not in INVALID_BOXES_CHOICES:
+            raise DataError(f"invalid_boxes must be 'drop' or 'error', got {invalid_boxes!r}")
+        self.invalid_boxes = invalid_boxes
         if not 0.0 <= max_broken_fraction <= 1.0:
             raise DataError(f"max_broken_fraction must be in [0, 1], got {max_broken_fraction}")
         self.ann_file = str(ann_file)
@@ -126,14 +142,10 @@ class CocoDetection(torch.utils.data.Dataset):
                       != cols.ann_cat_ids)
         ):
             raise ValueError("an annotation refers to a missing image or category")
-        xywh = cols.bboxes
-        keep = (xywh[:, 2] > 0) & (xywh[:, 3] > 0) & np.isfinite(xywh).all(axis=1)
-        self.num_dropped_boxes = int((~keep).sum())
+        xyxy, keep = self._repair_boxes(cols, image_pos)
         by_image = np.argsort(image_pos[keep], kind="stable")
         sel = np.flatnonzero(keep)[by_image]
-        boxes = xywh[sel].astype(np.float32)
-        boxes[:, 2:] += boxes[:, :2]
-        self._boxes = boxes  # (A, 4) xyxy, grouped by image
+        self._boxes = xyxy[sel].astype(np.float32)  # (A, 4) xyxy, grouped by image
         self._labels = labels[sel].astype(np.int16 if len(self._cat_ids) < 2**15 else np.int64)
         self._crowd = cols.iscrowd[sel] != 0
         counts = np.bincount(image_pos[sel], minlength=num_images)
@@ -143,6 +155,49 @@ class CocoDetection(torch.utils.data.Dataset):
         non_crowd = np.bincount(image_pos[sel][~self._crowd], minlength=num_images)
         served = np.flatnonzero(non_crowd > 0) if self.drop_empty else np.arange(num_images)
         self._served = served.astype(np.int64)  # dataset index -> image position
+
+    def _repair_boxes(self, cols: Columns, image_pos: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """``(xyxy (A, 4) float64 clipped to each image, keep (A,) bool)``; applies
+        :attr:`invalid_boxes` to what ``retina-check-data`` warns about."""
+        xywh = cols.bboxes
+        finite = np.isfinite(xywh).all(axis=1)
+        xyxy = np.where(finite[:, None], xywh, 0.0)
+        xyxy[:, 2:] += xyxy[:, :2]
+        w = cols.widths[image_pos].astype(np.float64)
+        h = cols.heights[image_pos].astype(np.float64)
+        tol = BOX_TOLERANCE
+        outside = finite & ((xyxy[:, 0] < -tol) | (xyxy[:, 1] < -tol)
+                            | (xyxy[:, 2] > w + tol) | (xyxy[:, 3] > h + tol))
+        zero = ~finite | (xywh[:, 2] <= 0) | (xywh[:, 3] <= 0)
+        np.clip(xyxy[:, 0::2], 0.0, w[:, None], out=xyxy[:, 0::2])
+        np.clip(xyxy[:, 1::2], 0.0, h[:, None], out=xyxy[:, 1::2])
+        keep = ~zero & (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+        dropped, clipped = ~keep, outside & keep
+        self.num_dropped_boxes = int(dropped.sum())
+        self.num_clipped_boxes = int(clipped.sum())
+        if not (self.num_dropped_boxes or self.num_clipped_boxes):
+            return xyxy, keep
+
+        def ids(mask: np.ndarray) -> str:
+            shown = cols.ann_ids[mask][:SHOWN_IDS].tolist()
+            more = ", ..." if mask.sum() > SHOWN_IDS else ""
+            return f"annotation ids {', '.join(map(str, shown))}{more}"
+
+        parts = []
+        if self.num_dropped_boxes:
+            parts.append(f"{self.num_dropped_boxes} box(es) of zero area or wholly outside "
+                         f"their image ({ids(dropped)})")
+        if self.num_clipped_boxes:
+            parts.append(f"{self.num_clipped_boxes} box(es) partly outside their image "
+                         f"({ids(clipped)})")
+        if self.invalid_boxes == "error":
+            raise DataError(f"{self.ann_file}: {' and '.join(parts)} (data.invalid_boxes=error;"
+                            " data.invalid_boxes=drop drops or clips them)")
+        actions = (["dropped " + parts[0]] if self.num_dropped_boxes else []) + \
+            (["clipped " + parts[-1]] if self.num_clipped_boxes else [])
+        logger.warning("%s: %s", self.ann_file, "; ".join(actions))
+        return xyxy, keep
 
     # ------------------------------------------------------------------ mapping
     @property
@@ -220,11 +275,7 @@ class CocoDetection(torch.utils.data.Dataset):
 
     # ------------------------------------------------------------------ items
     def _read_image(self, info: dict[str, Any]) -> np.ndarray:
-        from PIL import Image
-
-        path = Path(self.image_root) / info["file_name"]
-        with Image.open(path) as handle:
-            image = np.asarray(handle.convert("RGB"))
+        image = read_image(Path(self.image_root) / info["file_name"])
         if image.shape[:2] != (info["height"], info["width"]):
             raise ValueError(f"image is {image.shape[1]}x{image.shape[0]} but the JSON says"
                              f" {info['width']}x{info['height']}")
@@ -235,6 +286,7 @@ class CocoDetection(torch.utils.data.Dataset):
         self.num_broken += 1
         path = Path(self.image_root) / info["file_name"]
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = reason.removeprefix(f"{path}: ")  # read_image's errors name the file already
         logger.warning("skipping broken image %s (image id %d): %s", path, info["id"], reason)
         if self.num_broken > self.max_broken_fraction * len(self):
             raise DataError(f"{self.num_broken} of {len(self)} images are broken (more than "

@@ -5,6 +5,12 @@ message naming the annotation id, image id or file. :func:`check_coco_dict` hold
 checks alone; :class:`~retina.data.coco.CocoDetection` runs them before any work and raises
 :class:`DataError` with the same messages.
 
+A problem is an *error* when the data cannot be used (broken JSON, missing or unreadable
+images, unknown ids, non-finite numbers, sizes that disagree) and a *warning* when loading
+repairs it (``data.invalid_boxes: drop``): boxes of zero or negative width/height are
+dropped, boxes beyond the image are clipped (and dropped when nothing is left inside).
+``retina-check-data`` exits 1 on errors, and on warnings too with ``--strict``.
+
 Boxes may exceed the image by at most ``BOX_TOLERANCE`` pixels (rounding in real datasets).
 Clean files take the vectorised path of :mod:`retina.data.columns`; the record-by-record
 walk below only runs to word the problems of a file that failed it.
@@ -23,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from retina.data.columns import BOX_TOLERANCE, columns_are_valid, extract_columns
+from retina.data.images import read_image
 from retina.errors import DataError
 from retina.utils.io import non_regular_kind
 
@@ -35,6 +42,13 @@ class Problem:
     image_id: int | None = None
     ann_id: int | None = None
     file: str | None = None
+    severity: str = "error"
+    """``"error"`` (the data cannot be used) or ``"warning"`` (loading repairs it)."""
+
+    @property
+    def is_error(self) -> bool:
+        """True for an error, False for a warning."""
+        return self.severity != "warning"
 
     def __str__(self) -> str:
         return self.message
@@ -153,14 +167,21 @@ def _check_boxes(records: list[tuple[int, int, list, int]], sizes: dict[int, tup
     for i in np.flatnonzero(~(finite & positive & inside)):
         ann_id, image_id, bbox, _ = records[i]
         where = f"{source}: annotation id {ann_id} (image id {image_id})"
+        severity = "warning"
         if not finite[i]:
-            reason = f"bbox has non-finite values {bbox}"
+            reason, severity = f"bbox has non-finite values {bbox}", "error"
         elif not positive[i]:
-            reason = f"bbox width/height must be > 0, got {bbox}"
+            reason = f"bbox width/height must be > 0, got {bbox} (dropped when loading)"
         else:
             w, h = sizes[image_id]
-            reason = f"bbox {bbox} lies outside the {w}x{h} image"
-        problems.append(Problem(f"{where}: {reason}", image_id=image_id, ann_id=ann_id))
+            x1, y1 = max(boxes[i, 0], 0.0), max(boxes[i, 1], 0.0)
+            x2 = min(boxes[i, 0] + boxes[i, 2], w)
+            y2 = min(boxes[i, 1] + boxes[i, 3], h)
+            repair = "clipped when loading" if x2 > x1 and y2 > y1 else \
+                "dropped when loading: nothing of it is inside"
+            reason = f"bbox {bbox} lies outside the {w}x{h} image ({repair})"
+        problems.append(Problem(f"{where}: {reason}", image_id=image_id, ann_id=ann_id,
+                                severity=severity))
 
 
 def _check_annotations(annotations: list, sizes: dict[int, tuple | None], cat_ids: set[int],
@@ -235,9 +256,8 @@ def check_coco_dict(data: Any, source: str = "<annotations>") -> list[Problem]:
 
 
 def check_image_files(data: dict, image_root: str | Path) -> list[Problem]:
-    """Open and fully decode every image; report missing, unreadable or mis-sized files."""
-    from PIL import Image
-
+    """Decode every image as training does (:func:`~retina.data.images.read_image`: upright
+    by its EXIF orientation); report missing, unreadable or mis-sized files."""
     problems: list[Problem] = []
     root = Path(image_root)
     images = data.get("images")
@@ -253,18 +273,21 @@ def check_image_files(data: dict, image_root: str | Path) -> list[Problem]:
             problems.append(Problem(f"{where}: image file is missing", image_id, file=str(path)))
             continue
         try:
-            with Image.open(path) as handle:
-                handle.load()
-                size = handle.size
-        except Exception as exc:  # noqa: BLE001 - any decoder failure means a corrupt file
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            pixels = read_image(path)
+        except DataError as exc:
+            reason = str(exc).removeprefix(f"{path}: ")
             problems.append(Problem(f"{where}: unreadable or corrupt image: {reason}", image_id,
                                     file=str(path)))
             continue
+        size = (pixels.shape[1], pixels.shape[0])
+        del pixels
         expected = (img.get("width"), img.get("height"))
         if all(_is_int(v) and v > 0 for v in expected) and size != expected:
-            problems.append(Problem(f"{where}: image is {size[0]}x{size[1]} but the JSON says"
-                                    f" {expected[0]}x{expected[1]}", image_id, file=str(path)))
+            upright = " once turned upright by its EXIF orientation" \
+                if size[::-1] == expected else ""
+            problems.append(Problem(f"{where}: image is {size[0]}x{size[1]}{upright} but the "
+                                    f"JSON says {expected[0]}x{expected[1]}", image_id,
+                                    file=str(path)))
     return problems
 
 
@@ -286,8 +309,10 @@ def validate_coco(ann_file: str | Path, image_root: str | Path | None = None,
     return problems
 
 
-def raise_for_problems(problems: Sequence[Problem]) -> None:
-    """Raise :class:`DataError` with the first problem (and how many more) when any exist."""
+def raise_for_problems(problems: Sequence[Problem], warnings: bool = False) -> None:
+    """Raise :class:`DataError` with the first error (and how many more) when any exist;
+    warnings count too when ``warnings`` is set."""
+    problems = [p for p in problems if warnings or p.is_error]
     if problems:
         more = f" (and {len(problems) - 1} more problems; run retina-check-data)" \
             if len(problems) > 1 else ""
@@ -295,22 +320,36 @@ def raise_for_problems(problems: Sequence[Problem]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point ``retina-check-data ANN_FILE IMAGE_ROOT``; exit 1 on problems."""
+    """Console entry point ``retina-check-data ANN_FILE [IMAGE_ROOT] [--strict]``: prints
+    each problem as ``error: ...`` or ``warning: ...``; exit 1 on errors (and on warnings
+    with ``--strict``)."""
     parser = argparse.ArgumentParser(prog="retina-check-data",
                                      description="Validate a COCO-format detection dataset.")
     parser.add_argument("ann_file", help="COCO annotation JSON")
     parser.add_argument("image_root", nargs="?", default=None,
                         help="directory holding the images (omit to check the JSON only)")
     parser.add_argument("--no-images", action="store_true", help="skip opening the images")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 1 on warnings too (what loading would repair)")
     args = parser.parse_args(argv)
     problems = validate_coco(args.ann_file, args.image_root, check_images=not args.no_images)
-    for problem in problems:
-        print(problem.message)
-    if problems:
-        print(f"{len(problems)} problem(s) found")
-        return 1
-    print(f"{args.ann_file}: no problems found")
-    return 0
+    errors = [p for p in problems if p.is_error]
+    warnings = [p for p in problems if not p.is_error]
+    for problem in errors:
+        print(f"error: {problem.message}")
+    for problem in warnings:
+        print(f"warning: {problem.message}")
+    if not problems:
+        print(f"{args.ann_file}: no problems found")
+        return 0
+    if errors:
+        verdict = "the data cannot be used"
+    elif args.strict:
+        verdict = "refused by --strict"
+    else:
+        verdict = "loading repairs the warnings (data.invalid_boxes=drop)"
+    print(f"{len(errors)} error(s), {len(warnings)} warning(s): {verdict}")
+    return 1 if errors or args.strict else 0
 
 
 if __name__ == "__main__":

@@ -116,6 +116,8 @@ def build_datasets(data: DictConfig, root: Path) -> tuple[Any, Any]:
     extra = {}
     if data.get("max_broken_fraction") is not None:
         extra["max_broken_fraction"] = float(data.max_broken_fraction)
+    if data.get("invalid_boxes") is not None:
+        extra["invalid_boxes"] = str(data.invalid_boxes)
     train = CocoDetection(
         root / data.train_ann,
         root / data.train_images,

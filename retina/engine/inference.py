@@ -85,6 +85,8 @@ def build_val_dataset(data_cfg: DictConfig, root: Path, where: str = "data") -> 
     extra = {}
     if data_cfg.get("max_broken_fraction") is not None:
         extra["max_broken_fraction"] = float(data_cfg.max_broken_fraction)
+    if data_cfg.get("invalid_boxes") is not None:
+        extra["invalid_boxes"] = str(data_cfg.invalid_boxes)
     return CocoDetection(
         ann_file, root / str(data_cfg.val_images), transforms,
         drop_empty=False, check=False, on_broken="skip", **extra,

@@ -57,7 +57,7 @@ def test_predict_folder(setup):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     result = json.loads((out / "detections.json").read_text())
-    assert [r["output"] for r in result["images"]] == ["a.png", "b.png", "c.png"]
+    assert [r["output"] for r in result["images"]] == ["a.png.png", "b.jpg.png", "c.png.png"]
     for record in result["images"]:
         drawn = Image.open(out / record["output"])
         assert drawn.size == (record["width"], record["height"]) and drawn.mode == "RGB"
@@ -88,7 +88,7 @@ def test_predict_single_image_with_threshold(setup, tmp_path):
         [f"checkpoint={ckpt}", f"input={images / 'b.jpg'}", f"output={tmp_path}",
          "score_thresh=0.0102"], tmp_path,
     )  # fmt: skip
-    assert len(result["images"]) == 1 and (tmp_path / "b.png").is_file()
+    assert len(result["images"]) == 1 and (tmp_path / "b.jpg.png").is_file()
     assert all(d["score"] >= 0.0102 for d in result["images"][0]["detections"])
 
 
@@ -136,4 +136,4 @@ def test_draw_detections_marks_the_box():
 
 def test_output_names_avoid_collisions():
     paths = [Path("x/a.png"), Path("x/a.jpg"), Path("x/b.jpeg")]
-    assert _output_names(paths) == ["a_png.png", "a_jpg.png", "b.png"]
+    assert _output_names(paths) == ["a.png.png", "a.jpg.png", "b.jpeg.png"]

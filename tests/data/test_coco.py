@@ -91,11 +91,12 @@ def test_construction_never_opens_images(small, monkeypatch):
 
 def test_bad_json_refused_with_validator_message(tmp_path):
     ann = _write(tmp_path, [{"id": 1, "file_name": "a.png", "width": 10, "height": 10}],
-                 [{"id": 7, "image_id": 1, "category_id": 1, "bbox": [0, 0, -1, 4]}],
+                 [{"id": 7, "image_id": 1, "category_id": 1, "bbox": [0, 0, float("nan"), 4]}],
                  [{"id": 1, "name": "x"}])
     with pytest.raises(DataError) as exc:
         CocoDetection(ann, tmp_path)
-    assert "annotation id 7 (image id 1)" in str(exc.value) and "\n" not in str(exc.value)
+    assert "annotation id 7 (image id 1): bbox has non-finite values" in str(exc.value)
+    assert "\n" not in str(exc.value)
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(DataError, match="malformed JSON"):
         CocoDetection(tmp_path / "bad.json", tmp_path)

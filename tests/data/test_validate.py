@@ -1,4 +1,5 @@
-"""retina-check-data: one broken fixture per problem, each with its expected message."""
+"""retina-check-data: one broken fixture per problem, each with its expected message; errors
+refuse the data, warnings are repaired by loading (and refused with --strict)."""
 
 import copy
 import json
@@ -66,18 +67,27 @@ JSON_CASES = {
                 "annotation id 10 (image id 1): bbox has non-finite values [1, 2, nan, 8]"),
     "inf_box": (_edit(lambda d: d["annotations"][0].update(bbox=[float("inf"), 2, 3, 8])),
                 "annotation id 10 (image id 1): bbox has non-finite values [inf, 2, 3, 8]"),
-    "zero_width": (_edit(lambda d: d["annotations"][0].update(bbox=[1, 2, 0, 8])),
-                   "annotation id 10 (image id 1): bbox width/height must be > 0, got [1, 2, 0,"),
-    "negative_height": (_edit(lambda d: d["annotations"][1].update(bbox=[1, 2, 3, -1])),
-                        "annotation id 11 (image id 2): bbox width/height must be > 0"),
-    "outside": (_edit(lambda d: d["annotations"][0].update(bbox=[25, 2, 10, 8])),
-                "annotation id 10 (image id 1): bbox [25, 2, 10, 8] lies outside the 32x24 image"),
     "bad_bbox_type": (_edit(lambda d: d["annotations"][0].update(bbox="oops")),
                       "annotation id 10 (image id 1): bbox must be 4 numbers [x, y, w, h]"),
     "list_category": (_edit(lambda d: d["annotations"][1].update(category_id=[7])),
                       "annotation id 11 (image id 2): category id [7] does not exist"),
     "bad_size": (_edit(lambda d: d["images"][0].update(width=0)),
                  "image id 1: width/height must be positive integers, got 0x24"),
+}
+# What loading repairs: (data, message, boxes of image 1 after loading, dropped, clipped).
+WARNING_CASES = {
+    "zero_width": (_edit(lambda d: d["annotations"][0].update(bbox=[1, 2, 0, 8])),
+                   "annotation id 10 (image id 1): bbox width/height must be > 0, got [1, 2, 0, 8]"
+                   " (dropped when loading)", [], 1, 0),
+    "negative_height": (_edit(lambda d: d["annotations"][1].update(bbox=[1, 2, 3, -1])),
+                        "annotation id 11 (image id 2): bbox width/height must be > 0",
+                        [[1, 2, 11, 10]], 1, 0),
+    "outside": (_edit(lambda d: d["annotations"][0].update(bbox=[25, 2, 10, 8])),
+                "annotation id 10 (image id 1): bbox [25, 2, 10, 8] lies outside the 32x24 image"
+                " (clipped when loading)", [[25, 2, 32, 10]], 0, 1),
+    "wholly_outside": (_edit(lambda d: d["annotations"][0].update(bbox=[40, 2, 10, 8])),
+                       "lies outside the 32x24 image (dropped when loading: nothing of it is "
+                       "inside)", [], 1, 0),
 }
 
 
@@ -95,6 +105,35 @@ def test_json_problem_reported_and_refused(root, case, capsys):
         CocoDetection(ann, root)
     assert "\n" not in str(exc.value)
     assert problems[0].message in str(exc.value)
+
+
+@pytest.mark.parametrize("case", sorted(WARNING_CASES))
+def test_warning_repaired_by_loading_refused_by_strict(root, case, capsys, caplog):
+    data, expected, boxes, dropped, clipped = WARNING_CASES[case]
+    ann = _write(root, data)
+    [problem] = validate_coco(ann, root)
+    assert not problem.is_error and expected in problem.message
+    assert main([str(ann), str(root)]) == 0
+    out = capsys.readouterr().out
+    assert f"warning: {ann}" in out and "0 error(s), 1 warning(s)" in out
+    assert main([str(ann), str(root), "--strict"]) == 1
+    dataset = CocoDetection(ann, root)
+    assert (dataset.num_dropped_boxes, dataset.num_clipped_boxes) == (dropped, clipped)
+    assert dataset.annotations(0)[0].tolist() + dataset.annotations(1)[0].tolist() == boxes
+    assert len([r for r in caplog.records if r.name == "retina.data.coco"]) == 1
+    with pytest.raises(DataError, match=r"ann\.json: 1 box\(es\) .*\(annotation ids 1[01]\) "
+                                        r"\(data\.invalid_boxes=error"):
+        CocoDetection(ann, root, invalid_boxes="error")
+
+
+def test_invalid_box_warning_counts_and_names_the_first_ids(root, caplog):
+    data = _edit(lambda d: d["annotations"].extend(
+        {"id": 100 + i, "image_id": 1, "category_id": 7, "bbox": [1, 1, 0, 3]} for i in range(7)))
+    dataset = CocoDetection(_write(root, data), root)
+    assert dataset.num_dropped_boxes == 7
+    [record] = [r.getMessage() for r in caplog.records if r.name == "retina.data.coco"]
+    assert "dropped 7 box(es)" in record and "(annotation ids 100, 101, 102, 103, 104, ...)" \
+        in record and "\n" not in record
 
 
 def test_missing_annotation_file(tmp_path):
@@ -128,6 +167,24 @@ def test_size_mismatch(root):
     assert problem.image_id == 1
 
 
+def test_size_mismatch_from_exif_orientation_is_named(root):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 32x24, upright 24x32
+    Image.new("RGB", (32, 24)).save(root / "a.png", exif=exif)
+    [problem] = validate_coco(_write(root, GOOD), root)
+    assert problem.is_error and problem.message.endswith(
+        "image is 24x32 once turned upright by its EXIF orientation but the JSON says 32x24")
+
+
+def test_invalid_boxes_choices_match_the_config():
+    from retina.config import INVALID_BOXES_CHOICES
+    from retina.data.coco import INVALID_BOXES_CHOICES as DATASET_CHOICES
+
+    assert INVALID_BOXES_CHOICES == DATASET_CHOICES
+    with pytest.raises(DataError, match="invalid_boxes must be 'drop' or 'error'"):
+        CocoDetection("unused.json", ".", invalid_boxes="clip")
+
+
 def test_every_problem_listed(root, capsys):
     data = _edit(lambda d: (d["annotations"][0].update(bbox=[1, 2, 0, 8]),
                             d["annotations"][1].update(category_id=5)))
@@ -135,8 +192,9 @@ def test_every_problem_listed(root, capsys):
     ann = _write(root, data)
     assert main([str(ann), str(root)]) == 1
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 4 and out[-1] == "3 problem(s) found"
-    with pytest.raises(DataError, match=r"and 1 more problems"):
+    assert len(out) == 4 and out[-1] == "2 error(s), 1 warning(s): the data cannot be used"
+    assert [line.split(":")[0] for line in out[:3]] == ["error", "error", "warning"]
+    with pytest.raises(DataError, match=r"category id 5 does not exist$"):
         CocoDetection(ann, root)
 
 
@@ -146,11 +204,15 @@ def test_shapes_dataset_is_clean(shapes_root):
         assert validate_coco(ann, shapes_root / split) == []
 
 
-@pytest.mark.parametrize("case", sorted(c for c in JSON_CASES if JSON_CASES[c][0] is not None))
+FAST_PATH_CASES = {**{c: v[0] for c, v in JSON_CASES.items() if v[0] is not None},
+                   **{c: v[0] for c, v in WARNING_CASES.items()}}
+
+
+@pytest.mark.parametrize("case", sorted(FAST_PATH_CASES))
 def test_fast_path_agrees_with_record_walk(case):
     from retina.data.columns import columns_are_valid, extract_columns
 
     good = extract_columns(copy.deepcopy(GOOD))
     assert good is not None and columns_are_valid(good)
-    cols = extract_columns(JSON_CASES[case][0])
+    cols = extract_columns(FAST_PATH_CASES[case])
     assert cols is None or not columns_are_valid(cols)

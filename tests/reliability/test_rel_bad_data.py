@@ -94,9 +94,6 @@ CASES: dict[str, tuple[Callable[[Path], str], str]] = {
     "unknown_category": (_edit_json(_ann(0, category_id=99)), "category id 99 does not exist"),
     "nan_box": (_edit_json(_ann(0, bbox=[1.0, 2.0, float("nan"), 8.0])), "non-finite"),
     "inf_box": (_edit_json(_ann(0, bbox=[float("inf"), 2.0, 3.0, 8.0])), "non-finite"),
-    "zero_width_box": (_edit_json(_ann(0, bbox=[1.0, 2.0, 0.0, 8.0])), "must be > 0"),
-    "negative_height_box": (_edit_json(_ann(0, bbox=[1.0, 2.0, 5.0, -3.0])), "must be > 0"),
-    "box_outside_image": (_edit_json(_ann(0, bbox=[60.0, 2.0, 30.0, 8.0])), "lies outside"),
     "bbox_not_numbers": (_edit_json(_ann(0, bbox="0 0 1 1")), "bbox must be 4 numbers"),
     "bad_iscrowd": (_edit_json(_ann(0, iscrowd=7)), "iscrowd must be 0 or 1"),
     "missing_image_file": (_image(lambda p: p.unlink()), "image file is missing"),
@@ -106,6 +103,13 @@ CASES: dict[str, tuple[Callable[[Path], str], str]] = {
     ),
     "garbage_image_file": (_image(lambda p: p.write_bytes(b"GIF89a" * 50)), "unreadable"),
     "image_size_mismatch": (_image(_resave((48, 64))), "image is 48x64 but the JSON says"),
+}
+# What loading repairs (data.invalid_boxes=drop): check-data warns and exits 0 (1 with
+# --strict); training drops or clips the boxes.
+WARNING_CASES = {
+    "zero_width_box": (_edit_json(_ann(0, bbox=[1.0, 2.0, 0.0, 8.0])), "must be > 0"),
+    "negative_height_box": (_edit_json(_ann(0, bbox=[1.0, 2.0, 5.0, -3.0])), "must be > 0"),
+    "box_outside_image": (_edit_json(_ann(0, bbox=[60.0, 2.0, 30.0, 8.0])), "lies outside"),
 }
 # A few cases per entry point in the default run; every case with -m slow.
 FAST_TRAIN = {"malformed_json", "nan_box", "missing_image_file"}
@@ -145,8 +149,33 @@ def test_check_data_reports_the_problem(
     assert result.rc == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     problems = [ln for ln in result.stdout.splitlines() if CASES[case][1] in ln]
-    assert problems and named in problems[0], result.stdout
-    assert result.stdout.splitlines()[-1].endswith("problem(s) found")
+    assert problems and named in problems[0] and problems[0].startswith("error: "), result.stdout
+    assert "error(s)" in result.stdout.splitlines()[-1]
+
+
+@pytest.mark.parametrize("case", sorted(WARNING_CASES))
+def test_check_data_warns_and_training_repairs(
+    case: str, cli: CliServer, shapes_copy: Path, tmp_path: Path
+) -> None:
+    mutate, expected = WARNING_CASES[case]
+    named = mutate(shapes_copy / "annotations" / "instances_train.json")
+    args = [named, str(shapes_copy / "train")]
+    result = cli.run("retina-check-data", args, cwd=tmp_path, timeout=60)
+    assert result.rc == 0, result.stdout + result.stderr
+    [line] = [ln for ln in result.stdout.splitlines() if expected in ln]
+    assert line.startswith(f"warning: {named}"), result.stdout
+    strict = cli.run("retina-check-data", [*args, "--strict"], cwd=tmp_path, timeout=60)
+    assert strict.rc == 1 and "refused by --strict" in strict.stdout
+    if case != "zero_width_box":
+        return  # one training run is enough: loading is tested in tests/data
+    run_dir = tmp_path / "run"
+    trained = cli.run("retina-train", train_args(shapes_copy, run_dir), cwd=tmp_path)
+    assert trained.rc == 0, trained.stderr[-2000:]
+    assert "dropped 1 box(es) of zero area" in trained.stdout + trained.stderr
+    refused = cli.run("retina-train", train_args(shapes_copy, tmp_path / "run2",
+                                                 **{"data.invalid_boxes": "error"}),
+                      cwd=tmp_path)
+    refused.assert_clean_error(named)
 
 
 @pytest.mark.parametrize("case", _params(FAST_TRAIN))

@@ -1,0 +1,258 @@
+"""retina.data.convert (VOC and YOLO -> COCO) on trees the tests write, one quirk at a time.
+
+(Not test_convert.py: tests/test_convert.py tests retina/convert.py, and pytest needs unique
+basenames.)"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from retina.data import CocoDetection, DataError, check_coco_dict
+from retina.data.convert import (
+    COCO80_TO_91,
+    COCO_NAMES,
+    convert_voc,
+    convert_yolo,
+    load_yolo_names,
+)
+from retina.data.images import read_image
+
+
+def voc_xml(filename: str, objects: list[tuple], size: tuple[int, int] | None = (64, 48)
+            ) -> str:
+    """A VOC record; objects are ``(name, xmin, ymin, xmax, ymax[, difficult])``."""
+    size_xml = "" if size is None else \
+        f"<size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>"
+    objs = "".join(
+        f"<object><name>{o[0]}</name><difficult>{o[5] if len(o) > 5 else 0}</difficult>"
+        f"<bndbox><xmin>{o[1]}</xmin><ymin>{o[2]}</ymin><xmax>{o[3]}</xmax><ymax>{o[4]}</ymax>"
+        "</bndbox></object>" for o in objects)
+    return f"<annotation><filename>{filename}</filename>{size_xml}{objs}</annotation>"
+
+
+def save_image(path: Path, size: tuple[int, int] = (64, 48), mode: str = "RGB",
+               fmt: str | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(1).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).convert(mode).save(path, format=fmt)
+
+
+@pytest.fixture
+def voc(tmp_path) -> Path:
+    """VOC's own layout: three images, one of them a PNG named .jpg, one RGBA."""
+    root = tmp_path / "VOC"
+    (root / "Annotations").mkdir(parents=True)
+    save_image(root / "JPEGImages" / "a.jpg")
+    save_image(root / "JPEGImages" / "b.jpg", fmt="PNG")  # a PNG named .jpg
+    save_image(root / "JPEGImages" / "c.png", mode="RGBA")
+    records = {
+        "a": voc_xml("a.jpg", [("dog", 11, 21, 50, 40), ("cat", 1, 1, 64, 48)]),
+        "b": voc_xml("b.jpg", [("dog", 5, 5, 10, 10, 1)]),
+        "c": voc_xml("c.png", [("cat", 3, 4, 30, 20)]),
+    }
+    for stem, text in records.items():
+        (root / "Annotations" / f"{stem}.xml").write_text(text)
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    (root / "ImageSets" / "Main" / "train.txt").write_text("c\na\n")
+    return root
+
+
+def convert(root: Path, **kwargs):
+    return convert_voc(root / "Annotations", root / "JPEGImages", **kwargs)
+
+
+def test_voc_layout_boxes_classes_and_difficult(voc):
+    data, report = convert(voc)
+    assert [i["file_name"] for i in data["images"]] == ["a.jpg", "b.jpg", "c.png"]
+    assert data["categories"] == [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]
+    first = data["annotations"][0]
+    assert first["bbox"] == [10.0, 20.0, 40.0, 20.0]  # 1-based inclusive corners
+    assert first["category_id"] == 2 and first["image_id"] == 1
+    assert data["annotations"][1]["bbox"] == [0.0, 0.0, 64.0, 48.0]  # the whole image
+    assert [a["iscrowd"] for a in data["annotations"]] == [0, 0, 1, 0]
+    assert report.images == 3 and report.boxes_per_class == {"cat": 2, "dog": 2}
+    assert report.notes == {"difficult": ["b.xml object 0"]}
+    assert check_coco_dict(data) == []
+    kept, _ = convert(voc, keep_difficult=True)
+    assert [a["iscrowd"] for a in kept["annotations"]] == [0, 0, 0, 0]
+
+
+def test_voc_split_file_and_classes_order(voc):
+    split = voc / "ImageSets" / "Main" / "train.txt"
+    data, report = convert(voc, split_file=split, classes=["dog", "cat"])
+    assert [i["file_name"] for i in data["images"]] == ["c.png", "a.jpg"]
+    assert data["categories"] == [{"id": 1, "name": "dog"}, {"id": 2, "name": "cat"}]
+    assert [a["category_id"] for a in data["annotations"]] == [2, 1, 2]
+    assert report.boxes_per_class == {"dog": 1, "cat": 2}
+
+
+def test_voc_unknown_class_names_the_file(voc):
+    with pytest.raises(DataError, match=r"a\.xml: object 1: unknown class 'cat' \(--classes: "
+                                        r"dog\)"):
+        convert(voc, classes=["dog"])
+
+
+def test_voc_flat_layout(tmp_path):
+    save_image(tmp_path / "x.jpg", size=(30, 20))
+    (tmp_path / "x.xml").write_text(voc_xml("x.jpg", [("a", 1, 1, 10, 10)], size=(30, 20)))
+    data, _ = convert_voc(tmp_path, tmp_path)
+    assert data["images"] == [{"id": 1, "file_name": "x.jpg", "width": 30, "height": 20}]
+
+
+@pytest.mark.parametrize("size", [None, (0, 0), (100, 100)])
+def test_voc_size_from_the_image_header(voc, size):
+    (voc / "Annotations" / "a.xml").write_text(voc_xml("a.jpg", [("dog", 1, 1, 5, 5)], size))
+    data, report = convert(voc)
+    assert (data["images"][0]["width"], data["images"][0]["height"]) == (64, 48)
+    assert report.notes["size"] == ["a.xml"]
+    assert any(line.startswith("1 image sizes taken from the image file") for line in
+               report.lines())
+
+
+def test_voc_zero_area_box_warned_and_dropped(voc, caplog):
+    (voc / "Annotations" / "a.xml").write_text(
+        voc_xml("a.jpg", [("dog", 20, 20, 20, 20), ("dog", 10, 10, 30, 70)]))
+    data, report = convert(voc)
+    assert data["annotations"][0]["bbox"] == [19.0, 19.0, 0.0, 0.0]
+    assert report.notes["zero_area"] == ["a.xml object 0"]
+    assert report.notes["outside"] == ["a.xml object 1"]
+    problems = check_coco_dict(data, "ann.json")
+    assert len(problems) == 2 and not any(p.is_error for p in problems)
+    ann = voc / "ann.json"
+    import json
+
+    ann.write_text(json.dumps(data))
+    with caplog.at_level(logging.WARNING, logger="retina.data.coco"):
+        dataset = CocoDetection(ann, voc / "JPEGImages")
+    assert dataset.num_dropped_boxes == 1 and dataset.num_clipped_boxes == 1
+    [record] = [r for r in caplog.records if r.name == "retina.data.coco"]
+    assert "dropped 1 box(es)" in record.getMessage() and "(annotation ids 1)" in \
+        record.getMessage() and "clipped 1 box(es)" in record.getMessage()
+    boxes, labels, _ = dataset.annotations(0)
+    assert boxes.tolist() == [[9.0, 9.0, 30.0, 48.0]]  # clipped to the 64x48 image
+    with pytest.raises(DataError, match=r"ann\.json: 1 box\(es\) of zero area .*ids 1\)"):
+        CocoDetection(ann, voc / "JPEGImages", invalid_boxes="error")
+
+
+def test_voc_png_named_jpg_and_rgba_read(voc):
+    data, _ = convert(voc)
+    for image in data["images"]:
+        pixels = read_image(voc / "JPEGImages" / image["file_name"])
+        assert pixels.shape == (image["height"], image["width"], 3)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("<annotation><filename>a.jpg", r"a\.xml: malformed XML"),
+    (voc_xml("a.jpg", [("dog", "x", 1, 5, 5)]), r"a\.xml: object 0 \(dog\): bndbox needs a "
+                                                r"number <xmin>"),
+    (voc_xml("a.jpg", [("", 1, 1, 5, 5)]), r"a\.xml: object 0 has no <name>"),
+])
+def test_voc_unusable_input_is_one_line(voc, text, match):
+    (voc / "Annotations" / "a.xml").write_text(text)
+    with pytest.raises(DataError, match=match) as info:
+        convert(voc)
+    assert "\n" not in str(info.value)
+
+
+def test_voc_image_found_by_filename_or_xml_name(voc):
+    (voc / "Annotations" / "a.xml").write_text(voc_xml("renamed.jpg", []))
+    (voc / "Annotations" / "b.xml").write_text(voc_xml("b", []))  # no suffix in <filename>
+    data, report = convert(voc)
+    assert [i["file_name"] for i in data["images"]] == ["a.jpg", "b.jpg", "c.png"]
+    assert report.notes["filename"] == ["a.xml"]
+    (voc / "Annotations" / "d.xml").write_text(voc_xml("zz.jpg", []))
+    with pytest.raises(DataError, match=r"d\.xml: image 'zz\.jpg' not found in "):
+        convert(voc)
+
+
+def test_voc_split_file_names_a_missing_record(voc):
+    split = voc / "ImageSets" / "Main" / "train.txt"
+    split.write_text("a\nnope\n")
+    with pytest.raises(DataError, match=r"train\.txt: lists nope"):
+        convert(voc, split_file=split)
+
+
+# ----------------------------------------------------------------------------------- YOLO
+@pytest.fixture
+def yolo(tmp_path) -> Path:
+    root = tmp_path / "yolo"
+    save_image(root / "images" / "a.jpg", size=(100, 50))
+    save_image(root / "images" / "b.jpg", size=(40, 40), fmt="PNG")  # a PNG named .jpg
+    save_image(root / "images" / "c.png", size=(40, 40), mode="RGBA")  # no label file
+    (root / "labels").mkdir()
+    (root / "labels" / "a.txt").write_text("0 0.5 0.5 0.2 0.4\n\n1 0.1 0.1 0.2 0.2\n")
+    (root / "labels" / "b.txt").write_text("1 0.5 0.5 1.0 1.0\n1 0.5 0.5 1.0 1.0\n")
+    (root / "labels" / "stray.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    (root / "data.yaml").write_text(yaml.safe_dump({"names": ["car", "person"]}))
+    return root
+
+
+def yolo_convert(root: Path, names=("car", "person"), **kwargs):
+    return convert_yolo(root / "labels", root / "images", list(names), **kwargs)
+
+
+def test_yolo_boxes_and_quirks(yolo):
+    data, report = yolo_convert(yolo)
+    assert [i["file_name"] for i in data["images"]] == ["a.jpg", "b.jpg", "c.png"]
+    assert [i["width"] for i in data["images"]] == [100, 40, 40]
+    assert [a["bbox"] for a in data["annotations"]] == [
+        [40.0, 15.0, 20.0, 20.0], [0.0, 0.0, 20.0, 10.0], [0.0, 0.0, 40.0, 40.0]]
+    assert data["categories"] == [{"id": 1, "name": "car"}, {"id": 2, "name": "person"}]
+    assert report.boxes_per_class == {"car": 1, "person": 2}
+    assert report.notes == {"no_labels": ["c.png"], "stray": ["stray.txt"],
+                            "duplicate": ["b.txt:2"]}
+    assert check_coco_dict(data) == []
+
+
+@pytest.mark.parametrize("line, match", [
+    ("2 0.5 0.5 0.1 0.1", r"a\.txt:1: class index 2 out of range"),
+    ("0 0.5 0.5 0.1", r"a\.txt:1: expected 'class cx cy w h'"),
+    ("car 0.5 0.5 0.1 0.1", r"a\.txt:1: expected 'class cx cy w h'"),
+    ("0 nan 0.5 0.1 0.1", r"a\.txt:1: non-finite"),
+    ("0 50 20 10 10", r"a\.txt:1: cx cy w h must be normalised"),
+])
+def test_yolo_bad_line_names_file_and_line(yolo, line, match):
+    (yolo / "labels" / "a.txt").write_text(line + "\n")
+    with pytest.raises(DataError, match=match) as info:
+        yolo_convert(yolo)
+    assert "\n" not in str(info.value)
+
+
+def test_yolo_zero_area_and_outside_reported(yolo):
+    (yolo / "labels" / "a.txt").write_text("0 0.5 0.5 0 0.2\n0 0.95 0.5 0.2 0.2\n")
+    data, report = yolo_convert(yolo)
+    assert report.notes["zero_area"] == ["a.txt:1"] and report.notes["outside"] == ["a.txt:2"]
+    assert sorted(p.is_error for p in check_coco_dict(data)) == [False, False]
+
+
+def test_yolo_names_files(tmp_path):
+    listed = tmp_path / "d.yaml"
+    listed.write_text("names:\n  0: car\n  1: person\n")
+    assert load_yolo_names(listed) == ["car", "person"]
+    text = tmp_path / "names.txt"
+    text.write_text("car\nperson\n\n")
+    assert load_yolo_names(text) == ["car", "person"]
+    listed.write_text("names:\n  0: car\n  2: person\n")
+    with pytest.raises(DataError, match=r"d\.yaml: names must map the indices 0\.\.1"):
+        load_yolo_names(listed)
+    text.write_text("car\n\nperson\n")
+    with pytest.raises(DataError, match=r"names\.txt:2: empty class name"):
+        load_yolo_names(text)
+
+
+def test_yolo_coco_ids(yolo):
+    (yolo / "labels" / "a.txt").write_text("79 0.5 0.5 0.2 0.2\n11 0.5 0.5 0.2 0.2\n")
+    (yolo / "labels" / "b.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    data, report = yolo_convert(yolo, names=[f"n{i}" for i in range(80)], coco_ids=True)
+    assert [a["category_id"] for a in data["annotations"]] == [90, 13, 1]
+    assert data["categories"][-1] == {"id": 90, "name": "toothbrush"}
+    assert len(set(COCO80_TO_91)) == len(COCO_NAMES) == 80
+    assert report.boxes_per_class["stop sign"] == 1
+    with pytest.raises(DataError, match="--coco-ids needs the 80 COCO classes"):
+        yolo_convert(yolo, coco_ids=True)
