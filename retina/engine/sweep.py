@@ -9,7 +9,8 @@ rerun with the same ``hydra.sweep.dir``.
 - ``fresh``: neither; the job starts from iteration 0.
 
 A finished job whose recorded config differs from the rerun's in a key that changes results
-is an error, not a skip: the sweep folder belongs to another sweep.
+is an error, not a skip: the sweep folder belongs to another sweep. Keys the recorded config
+lacks (added by a later version, at their defaults) are not compared.
 """
 
 from __future__ import annotations
@@ -56,16 +57,31 @@ def _lookup(config: Any, dotted: str) -> Any:
     return config
 
 
+def _first_difference(old: Any, new: Any, key: str) -> tuple[str, Any, Any] | None:
+    """The first leaf of ``old`` that ``new`` does not share, as ``(dotted key, old, new)``.
+    Keys that ``old`` lacks are not compared: a later version of retina may add config keys
+    (with their defaults), and a job finished before that is still the same job."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for name, value in old.items():
+            found = _first_difference(value, new.get(name), f"{key}.{name}")
+            if found is not None:
+                return found
+        return None
+    return None if old == new else (key, old, new)
+
+
 def _check_same_config(run_dir: Path, recorded: Any, config: dict[str, Any]) -> None:
     if not isinstance(recorded, dict):
         return  # an old or hand-written metrics.json: nothing to compare
     for key in RESULT_KEYS:
-        old, new = _lookup(recorded, key), _lookup(config, key)
-        if old is not None and old != new:
+        old = _lookup(recorded, key)
+        found = None if old is None else _first_difference(old, _lookup(config, key), key)
+        if found is not None:
+            where, was, now = found
             raise ConfigError(
-                key,
-                f"{run_dir / 'metrics.json'} was written with {key}={json.dumps(old)[:80]}, "
-                f"this sweep has {json.dumps(new)[:80]}: the folder belongs to another sweep "
+                where,
+                f"{run_dir / 'metrics.json'} was written with {where}={json.dumps(was)[:80]}, "
+                f"this sweep has {json.dumps(now)[:80]}: the folder belongs to another sweep "
                 "(use a new hydra.sweep.dir)",
             )
 
