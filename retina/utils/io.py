@@ -20,6 +20,11 @@ from retina.errors import ResultsError
 
 TMP_PREFIX = ".tmp_"
 
+# mkstemp creates files readable by the owner only; results get the mode a plain open() gives.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
     """Write ``path`` through ``write(binary_file)`` on a temporary sibling, then rename.
@@ -30,7 +35,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, _FILE_MODE)
+    finally:
+        os.close(fd)
     try:
         with open(tmp, "wb") as handle:
             write(handle)
