@@ -174,7 +174,7 @@ def _val_dataset(
     else:
         if not isinstance(config.get("data"), dict):
             raise ValueError("the checkpoint has no data config; pass data=GROUP (e.g. shapes)")
-        check_targets(config["data"], where)
+        check_targets(config["data"], where, "data")
         node = OmegaConf.create(config["data"])
         if overrides:
             node = OmegaConf.merge(node, OmegaConf.from_dotlist(
@@ -184,7 +184,8 @@ def _val_dataset(
             raise ValueError(f"data.{key} is not set")
     transforms = None
     if node.get("val_transforms") is not None:
-        transforms = instantiate_untrusted(node.val_transforms, f"{where}.val_transforms")
+        transforms = instantiate_untrusted(node.val_transforms, f"{where}.val_transforms",
+                                           "data.val_transforms")
     root = prepare_data_root(node, DistInfo())
     return CocoDetection(root / node.val_ann, root / node.val_images, transforms=transforms,
                          drop_empty=False, on_broken="skip")

@@ -11,7 +11,10 @@ those cannot be honoured by restoring them, so a resume compares the two configs
 - everything else (``train.max_iter``, periods, logging, workers, device, data paths and
   augmentation) is taken from the new config.
 
-The data's categories are compared by :func:`retina.engine.inference.check_label_mapping`.
+The stored config is data from a file: its ``_target_``s must pass
+:func:`retina.utils.instantiate.check_targets` (nothing in it is ever built, but a crafted
+config is refused rather than compared). The data's categories are compared by
+:func:`retina.engine.inference.check_label_mapping`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from retina.errors import CheckpointError
+from retina.utils.instantiate import check_targets
 
 MUST_MATCH = ("model", "loss", "optim", "schedule", "train.batch_size")
 RESETTABLE = {"optim": ("optim", "schedule", "train.batch_size")}
@@ -70,10 +74,12 @@ def check_resume_config(
         the changed keys that ``reset`` allows (rebuilt from the new config).
 
     Raises:
-        CheckpointError: one line naming the changed keys and how to proceed.
+        CheckpointError: one line naming the changed keys and how to proceed, or the dotted
+            key of a ``_target_`` that is not allowed there.
     """
     if not isinstance(stored, Mapping):
         return []
+    check_targets(stored, f"{path}: config")
     changed = changed_keys(stored, config)
     allowed = RESETTABLE.get(reset or "", ())
     refused = [k for k in changed if not any(k == a or k.startswith(a + ".") for a in allowed)]
