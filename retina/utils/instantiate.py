@@ -19,21 +19,23 @@ from typing import Any
 
 from retina.errors import CheckpointError, ConfigError, first_line, one_line
 
+_LOSSES = ("FocalLoss", "FocalLossStar", "OHEMLoss")
+_TRANSFORMS = frozenset({"retina.data.build_transforms", "retina.data.transforms.build_transforms"})
+
 ALLOWED_TARGETS: dict[str, frozenset[str]] = {
-    "model": frozenset({"retina.modeling.build_retinanet"}),
-    "loss": frozenset({
-        "retina.modeling.losses.FocalLoss",
-        "retina.modeling.losses.FocalLossStar",
-        "retina.modeling.losses.OHEMLoss",
-    }),
-    "data.train_transforms": frozenset({"retina.data.build_transforms"}),
-    "data.val_transforms": frozenset({"retina.data.build_transforms"}),
+    "model": frozenset({"retina.modeling.build_retinanet",
+                        "retina.modeling.build.build_retinanet"}),
+    "loss": frozenset(f"retina.modeling{sub}.{name}"
+                      for sub in ("", ".losses") for name in _LOSSES),
+    "data.train_transforms": _TRANSFORMS,
+    "data.val_transforms": _TRANSFORMS,
     # Stored with every training config; only ever built from the user's own config (a
     # resume compares it), never from a file's.
     "optim.optimizer": frozenset({"torch.optim.SGD"}),
 }
-"""Config position (dotted key from the config's root) -> the ``_target_``s allowed there.
-The only place that lists what a config read from a file may build."""
+"""Config position (dotted key from the config's root) -> the ``_target_``s allowed there
+(each builder under its module's name and under the package name that re-exports it). The
+only place that lists what a config read from a file may build."""
 
 
 def check_targets(node: Any, where: str, position: str = "") -> None:
