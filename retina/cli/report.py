@@ -8,7 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from retina.analysis.report import format_markdown, write_report
+from retina.analysis.report import write_report
+from retina.analysis.table_format import format_markdown
 from retina.errors import ResultsError
 
 
