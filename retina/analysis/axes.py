@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from retina.analysis.runs import Run, split_override
+from retina.utils.dotted import select
 
 __all__ = ["AXIS_KEYS", "run_axes", "varying_axes"]
 
@@ -36,14 +37,8 @@ _MISSING = object()
 
 def _lookup(config: dict[str, Any], dotted: str) -> Any:
     """The value at ``dotted``; ``_MISSING`` if absent or an unresolved interpolation."""
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return _MISSING
-        node = node[part]
-    if isinstance(node, str) and "${" in node:
-        return _MISSING
-    return node
+    node = select(config, dotted, _MISSING)
+    return _MISSING if isinstance(node, str) and "${" in node else node
 
 
 def _axis_value(axis: str, value: Any) -> Any:

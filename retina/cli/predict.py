@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from retina.cli.common import exit_on_user_error, required_value, run_cli
 from retina.config import CONFIG_DIR
-from retina.data.images import read_image
+from retina.data.images import IMAGE_SUFFIXES, read_image
 from retina.engine.inference import load_for_inference
 from retina.errors import ConfigError
 from retina.utils.device import select_device
@@ -32,8 +32,6 @@ from retina.utils.vis import draw_detections
 __all__ = ["list_images", "main", "predict", "read_image"]
 
 log = logging.getLogger("retina.predict")
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def list_images(source: Path) -> list[Path]:

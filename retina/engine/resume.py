@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from retina.errors import CheckpointError
+from retina.utils.dotted import select
 
 MUST_MATCH = ("model", "loss", "optim", "schedule", "train.batch_size")
 RESETTABLE = {"optim": ("optim", "schedule", "train.batch_size")}
@@ -35,21 +36,12 @@ def _flatten(node: Any, prefix: str) -> dict[str, Any]:
     return {prefix: node}
 
 
-def _select(config: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Dotted keys under :data:`MUST_MATCH` whose values differ between two resolved
     configs (a key present in one only counts as a difference)."""
     changed = []
     for root in MUST_MATCH:
-        a, b = _flatten(_select(old, root), root), _flatten(_select(new, root), root)
+        a, b = _flatten(select(old, root), root), _flatten(select(new, root), root)
         keys = sorted(set(a) | set(b))
         changed += [k for k in keys if a.get(k, "<absent>") != b.get(k, "<absent>")]
     return changed

@@ -23,6 +23,7 @@ from typing import Any
 
 from retina.engine.checkpoint import LAST_NAME, list_checkpoints
 from retina.errors import ConfigError
+from retina.utils.dotted import select
 
 __all__ = ["RESULT_KEYS", "JobState", "job_state"]
 
@@ -49,14 +50,6 @@ class JobState:
         return float(value) if ok else None
 
 
-def _lookup(config: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(config, dict) or part not in config:
-            return None
-        config = config[part]
-    return config
-
-
 def _first_difference(old: Any, new: Any, key: str) -> tuple[str, Any, Any] | None:
     """The first leaf of ``old`` that ``new`` does not share, as ``(dotted key, old, new)``.
     Keys that ``old`` lacks are not compared: a later version of retina may add config keys
@@ -74,8 +67,8 @@ def _check_same_config(run_dir: Path, recorded: Any, config: dict[str, Any]) -> 
     if not isinstance(recorded, dict):
         return  # an old or hand-written metrics.json: nothing to compare
     for key in RESULT_KEYS:
-        old = _lookup(recorded, key)
-        found = None if old is None else _first_difference(old, _lookup(config, key), key)
+        old = select(recorded, key)
+        found = None if old is None else _first_difference(old, select(config, key), key)
         if found is not None:
             where, was, now = found
             raise ConfigError(
