@@ -7,13 +7,13 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pad_sequence
 
 from retina.modeling.anchors import AnchorGenerator
+from retina.modeling.assign import Assignment, assign_anchors
 from retina.modeling.box_coder import BoxCoder
 from retina.modeling.losses import BOX_LOSSES, box_regression_loss
 from retina.modeling.matcher import Matcher
-from retina.ops.boxes import batched_pairwise_iou, clip_boxes, offset_batched_nms
+from retina.ops.boxes import clip_boxes, offset_batched_nms
 from retina.utils.checks import check_int, check_number
 from retina.utils.distributed import all_reduce_sum, world_size
 
@@ -174,49 +174,23 @@ class RetinaNet(nn.Module):
         return self.inference(logits, deltas, anchors, counts, sizes)
 
     # ------------------------------------------------------------------ loss
-    def _pad_targets(
-        self, targets: list[dict[str, Tensor]], device: torch.device
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-        """Padded ``boxes (B, M, 4)``, ``labels (B, M)``, ``valid (B, M)``, ``crowd (B, M)|None``;
-        crowd boxes are appended after each image's ordinary boxes."""
-        boxes, labels, crowd = [], [], []
-        num_crowd = 0
-        for i, t in enumerate(targets):
-            b = t["boxes"].to(device=device, dtype=torch.float32).reshape(-1, 4)
-            lab = t["labels"].to(device=device, dtype=torch.int64).reshape(-1)
-            if lab.numel() != b.shape[0]:
-                raise ValueError(f"targets[{i}]: {b.shape[0]} boxes but {lab.numel()} labels")
-            c = t.get("crowd_boxes")
-            c = b.new_zeros((0, 4)) if c is None else c.to(device, torch.float32).reshape(-1, 4)
-            num_crowd += c.shape[0]
-            boxes.append(torch.cat([b, c]))
-            labels.append(torch.cat([lab, lab.new_full((c.shape[0],), -1)]))
-            crowd.append(torch.cat([torch.zeros_like(lab, dtype=torch.bool),
-                                    torch.ones(c.shape[0], dtype=torch.bool, device=device)]))
-        allb = torch.cat(boxes)
-        alll = torch.cat(labels)
-        bad = (allb[:, 2:] <= allb[:, :2]).any(dim=1) | ~torch.isfinite(allb).all(dim=1)
-        bad |= (alll >= self.num_classes) | (alll < -1)
-        if allb.numel() and bool(bad.any()):
-            k = int(bad.nonzero()[0, 0])
-            i = int((torch.tensor([len(b) for b in boxes]).cumsum(0) <= k).sum())
-            raise ValueError(
-                f"targets[{i}]: invalid box {allb[k].tolist()} with label {int(alll[k])} "
-                f"(need x2 > x1, y2 > y1, finite, label in 0..{self.num_classes - 1})"
-            )
-        if allb.shape[0] == 0:  # no boxes at all: one invalid column keeps shapes non-empty
-            boxes = [b.new_zeros((1, 4)) for b in boxes]
-            labels = [lab.new_full((1,), -1) for lab in labels]
-            crowd = [torch.zeros(1, dtype=torch.bool, device=device) for _ in crowd]
-            valid = [torch.zeros_like(c) for c in crowd]
-        else:
-            valid = [torch.ones_like(c) for c in crowd]
-        return (
-            pad_sequence(boxes, batch_first=True),
-            pad_sequence(labels, batch_first=True, padding_value=-1),
-            pad_sequence(valid, batch_first=True),
-            pad_sequence(crowd, batch_first=True) if num_crowd else None,
-        )
+    @torch.no_grad()
+    def assign(self, images: Images, targets: list[dict[str, Tensor]]) -> Assignment:
+        """The training assignment of every anchor of ``images`` (no forward pass).
+
+        The anchors are those of the padded batch (:meth:`preprocess`), with feature-map
+        sizes ``ceil(H_pad / stride)`` as the backbone and FPN produce them, matched by
+        :func:`~retina.modeling.assign.assign_anchors` exactly as :meth:`losses` matches.
+
+        Returns:
+            :class:`~retina.modeling.assign.Assignment` with ``labels``/``matches`` ``(B, R)``
+            and ``matched_boxes`` ``(B, R, 4)``.
+        """
+        x, _ = self.preprocess(images)
+        h, w = x.shape[-2:]
+        grids = [(-(-h // s), -(-w // s)) for s in self.anchor_generator.strides]
+        anchors = self.anchor_generator(grids, x.device)
+        return assign_anchors(anchors, targets, self.matcher, self.num_classes)
 
     def losses(
         self, logits: Tensor, deltas: Tensor, anchors: Tensor, targets: list[dict[str, Tensor]]
@@ -229,28 +203,22 @@ class RetinaNet(nn.Module):
         b, r, k = logits.shape
         if len(targets) != b:
             raise ValueError(f"got {b} images but {len(targets)} targets")
-        gt, gt_labels, valid, crowd = self._pad_targets(targets, logits.device)
-        with torch.no_grad():
-            iou = batched_pairwise_iou(gt, anchors)  # (B, M, R)
-            matched = self.matcher(iou, valid, crowd)  # (B, R)
-            del iou
-            fg = matched >= 0
-            idx = matched.clamp(min=0)
-            cls_labels = torch.where(fg, gt_labels.gather(1, idx), matched)
-            fg_img, fg_anchor = fg.nonzero(as_tuple=True)
-            pos_per_image = fg.sum(dim=1)
+        a = assign_anchors(anchors, targets, self.matcher, self.num_classes)
+        fg = a.foreground
+        fg_img, fg_anchor = fg.nonzero(as_tuple=True)
+        pos_per_image = fg.sum(dim=1)
         num_pos = int(fg_img.numel())
         self.last_num_pos = num_pos
         per_image = self.loss_normalizer == "image"
         loss_cls = self.cls_loss(
-            logits.reshape(b * r, k), cls_labels.reshape(-1), b, anchors=anchors,
+            logits.reshape(b * r, k), a.labels.reshape(-1), b, anchors=anchors,
             per_image=per_image,
         )
         box = box_regression_loss(
             self.box_loss,
             deltas[fg_img, fg_anchor],
             anchors[fg_anchor],
-            gt[fg_img, idx[fg_img, fg_anchor]],
+            a.matched_boxes[fg_img, fg_anchor],
             self.box_coder,
             self.smooth_l1_beta,
         )
