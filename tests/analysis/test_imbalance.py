@@ -63,8 +63,7 @@ def test_counts_by_hand_and_as_the_model_trains():
     assert counts.positives_per_object == [1, 1] and counts.areas == [256.0, 256.0]
     # the same positives as its training loss
     model.train()
-    model([image], [target])
-    assert model.last_num_pos == counts.positive
+    assert model([image], [target]).stats["num_pos"].item() == counts.positive
 
 
 def test_cli_writes_stats_json_and_md(dataset: Path, tmp_path: Path):
