@@ -145,10 +145,10 @@ def _val_dataset(
     this project's configs, with ``data.KEY=VALUE`` overrides."""
     from omegaconf import OmegaConf
 
-    from retina.data import CocoDetection
     from retina.engine.build import prepare_data_root
     from retina.engine.distributed import DistInfo
-    from retina.utils.instantiate import check_targets, instantiate_untrusted
+    from retina.engine.inference import build_val_dataset
+    from retina.utils.instantiate import check_targets
 
     where = "data" if data is not None else f"{checkpoint}: config.data"
     if data is not None:
@@ -164,12 +164,7 @@ def _val_dataset(
     for key in ("root", "val_ann", "val_images"):
         if OmegaConf.select(node, key) is None:
             raise ValueError(f"data.{key} is not set")
-    transforms = None
-    if node.get("val_transforms") is not None:
-        transforms = instantiate_untrusted(node.val_transforms, f"{where}.val_transforms")
-    root = prepare_data_root(node, DistInfo())
-    return CocoDetection(root / node.val_ann, root / node.val_images, transforms=transforms,
-                         drop_empty=False, on_broken="skip")
+    return build_val_dataset(node, prepare_data_root(node, DistInfo()), where)
 
 
 def _compose_data(group: str, overrides: Sequence[str]) -> Any:
