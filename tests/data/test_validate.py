@@ -7,8 +7,8 @@ import json
 import pytest
 from PIL import Image
 
+from retina.cli.check_data import main
 from retina.data import CocoDetection, DataError, validate_coco
-from retina.data.validate import main
 
 GOOD = {
     "images": [{"id": 1, "file_name": "a.png", "width": 32, "height": 24},
