@@ -11,7 +11,7 @@ import yaml
 from retina.analysis.runs import Run, split_override
 from retina.utils.dotted import select
 
-__all__ = ["AXIS_KEYS", "run_axes", "varying_axes"]
+__all__ = ["AXIS_KEYS", "config_axes", "run_axes", "varying_axes"]
 
 AXIS_KEYS: dict[str, str] = {
     "loss": "loss",
@@ -31,6 +31,9 @@ AXIS_KEYS: dict[str, str] = {
 """Config keys (dotted) read as ablation axes, and the axis each becomes."""
 
 _IGNORED_OVERRIDES = ("experiment", "hydra", "scale", "paths")
+_NOT_SETTINGS = ("paths", "hydra", "train.resume")
+"""Config keys that differ between the jobs of one sweep by construction (the job's folder, a
+rerun resuming it), not as a setting."""
 
 _MISSING = object()
 
@@ -89,3 +92,32 @@ def varying_axes(all_axes: Sequence[dict[str, Any]]) -> list[str]:
         if len(values) > 1:
             varying.append(key)
     return varying
+
+
+def _leaves(node: Any, prefix: str, out: dict[str, Any]) -> dict[str, Any]:
+    """Dotted key -> value of every leaf (lists are leaves); unresolved ``${...}`` left out."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _leaves(value, f"{prefix}.{key}" if prefix else str(key), out)
+    elif not (isinstance(node, str) and "${" in node):
+        out[prefix] = node
+    return out
+
+
+def config_axes(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """Per run, the leaves of its resolved config that differ between the runs and that no
+    axis of :data:`AXIS_KEYS` reads (``{"train.max_iter": 400}``), under their dotted keys.
+
+    Runs without a config (never started) are not compared; a key that some configs lack
+    differs. Keys in :data:`_NOT_SETTINGS` are never axes.
+    """
+    leaves = [_leaves(r.config, "", {}) if r.config else None for r in runs]
+    known = [x for x in leaves if x is not None]
+    keys = dict.fromkeys(k for x in known for k in x)
+    varying = [
+        k for k in keys
+        if k not in AXIS_KEYS
+        and not any(k == n or k.startswith(n + ".") for n in _NOT_SETTINGS)
+        and len({repr(x.get(k, _MISSING)) for x in known}) > 1
+    ]
+    return [{k: x[k] for k in varying if k in x} if x is not None else {} for x in leaves]

@@ -10,7 +10,7 @@ the rest of the grid is recovered from ``multirun.yaml``), and writes
   row with mean ± standard deviation and ``n`` of AP, AP50, AP75 (best mean in bold); the
   AP difference of each row to a reference row (default: FL γ = 2, α = .25) with a 95 %
   Welch interval; the paper's numbers where the row matches one of its Table 1; the
-  measured inference time per image when the jobs recorded it; wall time, status;
+  measured inference time per image when the jobs recorded it; training time, status;
 - ``DIR/table.csv``: one line per job (its row number in ``row``), all COCO metrics;
 - ``DIR/heatmap.png``: mean AP over γ × α (or over the two swept axes when γ and α are fixed);
 - ``DIR/curves.png``: AP against iteration per row, when the jobs evaluated periodically.

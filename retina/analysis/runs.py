@@ -37,7 +37,8 @@ class Run:
         config: the resolved config from ``metrics.json`` (else ``.hydra/config.yaml``).
         choices: Hydra's config-group choices of the job (``{"loss": "focal", ...}``).
         experiment: the ``+experiment=NAME`` of the sweep, if any.
-        wall_time: seconds from the job's start to its ``metrics.json``.
+        train_seconds: the training time ``retina-train`` recorded in ``metrics.json`` (the
+            final evaluation excluded; a resumed job: its last segment); None if absent.
     """
 
     name: str
@@ -48,7 +49,7 @@ class Run:
     config: dict[str, Any] = field(default_factory=dict)
     choices: dict[str, str] = field(default_factory=dict)
     experiment: str | None = None
-    wall_time: float | None = None
+    train_seconds: float | None = None
     path: Path | None = None
 
 
@@ -167,7 +168,7 @@ def read_run(job_dir: Path) -> Run:
         return run
     if isinstance(data.get("config"), dict):
         run.config = data["config"]
-    run.wall_time = _wall_time(data, job_dir, metrics_path)
+    run.train_seconds = _train_seconds(data)
     status = str(data.get("status", "")).lower()
     error = data.get("error") or data.get("reason")
     run.metrics = _metrics_from(data)
@@ -187,14 +188,11 @@ def read_run(job_dir: Path) -> Run:
     return run
 
 
-def _wall_time(data: dict[str, Any], job_dir: Path, metrics_path: Path) -> float | None:
-    for key in ("wall_time_s", "wall_time", "train_time_s", "time_s"):
-        value = data.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    start = job_dir / ".hydra" / "config.yaml"
-    if start.is_file():
-        return max(0.0, metrics_path.stat().st_mtime - start.stat().st_mtime)
+def _train_seconds(data: dict[str, Any]) -> float | None:
+    """``train_seconds`` of ``metrics.json`` (never file times: a rerun rewrites those)."""
+    value = data.get("train_seconds")
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return max(0.0, float(value))
     return None
 
 

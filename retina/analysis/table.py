@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from retina.analysis.axes import run_axes, varying_axes
+from retina.analysis.axes import AXIS_KEYS, config_axes, run_axes, varying_axes
 from retina.analysis.groups import (
     SEED_AXIS,
     SeedGroup,
@@ -91,17 +91,30 @@ class ReportTable:
         return next((r.paper for r in self.rows if r.run is group.runs[0]), None)
 
 
-def _columns(all_axes: Sequence[dict[str, Any]]) -> list[str]:
-    """The ablation axes that vary (in :data:`AXIS_LABELS` order), plus any raw override that
-    varies but no axis explains; never the seed."""
+def _same_values(key: str, other: str, all_axes: Sequence[dict[str, Any]]) -> bool:
+    """``key`` repeats ``other`` in every run that has it (an interpolation of a column)."""
+    return all(other in a and repr(a[other]) == repr(a[key]) for a in all_axes if key in a)
+
+
+def _columns(all_axes: Sequence[dict[str, Any]], config_keys: set[str]) -> list[str]:
+    """What tells the rows apart, never the seed: the ablation axes that vary (in
+    :data:`AXIS_LABELS` order), then every other config key that varies, unless it belongs to
+    a swept config group (``model.width`` under ``model=a,b``: the choice is the column) or
+    repeats a column's values; then, if rows still share a label, the overrides that vary."""
     varying = [k for k in varying_axes(all_axes) if k != SEED_AXIS]
     columns = [k for k in AXIS_LABELS if k in varying]
-    keys = [tuple(repr(a.get(k)) for k in columns) for a in all_axes]
-    seedless = [tuple(repr(a.get(k)) for k in columns) + (repr(a.get(SEED_AXIS)),)
-                for a in all_axes]
-    if not columns or len(set(seedless)) < len(seedless) or (
-            len(set(keys)) < len(keys) and SEED_AXIS not in varying_axes(all_axes)):
-        columns += [k for k in varying if k not in AXIS_LABELS]
+    for key in varying:
+        if key not in config_keys or key in columns:
+            continue
+        group = next((g for g in varying if key.startswith(g + ".")), None)
+        if group is not None:
+            columns += [] if group in columns else [group]
+        elif not any(_same_values(key, c, all_axes) for c in columns):
+            columns.append(key)
+    labels = [tuple(repr(a.get(k)) for k in columns) for a in all_axes]
+    groups = [tuple(repr(a.get(k)) for k in varying) for a in all_axes]
+    if not columns or len(set(labels)) < len(set(groups)):
+        columns += [k for k in varying if k not in columns]
     if not columns:
         columns = [k for k in AXIS_LABELS if any(k in a for a in all_axes)][:4]
     return columns
@@ -142,7 +155,10 @@ def build_table(runs: Sequence[Run], title: str = "", reference: str | None = No
     """
     block = infer_block(runs)
     all_axes = [run_axes(r) for r in runs]
-    columns = _columns(all_axes)
+    extra = config_axes(runs)
+    for axes, more in zip(all_axes, extra, strict=True):
+        axes.update(more)
+    columns = _columns(all_axes, {k for more in extra for k in more})
     rows = [
         TableRow(run=r, axes=a, paper=match_paper_row(a, block))
         for r, a in zip(runs, all_axes, strict=True)
@@ -151,7 +167,8 @@ def build_table(runs: Sequence[Run], title: str = "", reference: str | None = No
     if reference is None:
         ref = default_reference(groups)
     else:
-        ref = find_reference(groups, reference, {**AXIS_LABELS, **{c: c for c in columns}})
+        aliases = {**AXIS_KEYS, **{label: key for key, label in AXIS_LABELS.items()}}
+        ref = find_reference(groups, reference, aliases)
     set_differences(groups, ref)
     bold = _mark_bold(rows, groups)
     if not title:

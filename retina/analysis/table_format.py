@@ -90,7 +90,8 @@ def format_markdown(table: ReportTable) -> str:
     Columns: the swept settings; AP, AP50, AP75 as ``mean ± std`` over the finished seeds
     (the best mean in bold); ``n`` when any row has several jobs; ``ΔAP`` to the reference
     row with its 95 % Welch interval (``n.s.``: the interval contains 0); ``ms/img`` when the
-    jobs timed inference; the paper's numbers; wall time (sum over the row's jobs); status.
+    jobs timed inference; the paper's numbers; training time (``train_seconds`` of the
+    jobs' ``metrics.json``, summed over the row's jobs); status.
     """
     grouped = any(len(g.runs) > 1 for g in table.groups)
     speed = any(SPEED_METRIC in g.stats for g in table.groups)
@@ -99,7 +100,7 @@ def format_markdown(table: ReportTable) -> str:
     header += ["n"] if grouped else []
     header += ["ΔAP vs reference (95 % CI)"] if reference is not None else []
     header += ["ms/img"] if speed else []
-    header += ["paper AP / AP50 / AP75", "time", "status"]
+    header += ["paper AP / AP50 / AP75", "train time", "status"]
     lines = [f"# {table.title}", "", "| " + " | ".join(header) + " |"]
     lines.append("|" + "|".join("---" for _ in header) + "|")
     for i, group in enumerate(table.groups):
@@ -116,16 +117,19 @@ def format_markdown(table: ReportTable) -> str:
             cells.append(_fmt_stat(group, SPEED_METRIC, 0))
         paper = table.paper(group)
         cells.append(f"{paper.ap:.1f} / {paper.ap50:.1f} / {paper.ap75:.1f}" if paper else "")
-        times = [r.wall_time for r in group.runs if r.wall_time is not None]
+        times = [r.train_seconds for r in group.runs if r.train_seconds is not None]
         cells.append(_fmt_time(sum(times)) if times else "–")
         cells.append(_group_status(group))
         lines.append("| " + " | ".join(cells) + " |")
     counts: dict[str, int] = {}
     for row in table.rows:
         counts[row.run.status] = counts.get(row.run.status, 0) + 1
-    total = sum(r.run.wall_time or 0.0 for r in table.rows)
+    times = [r.run.train_seconds for r in table.rows if r.run.train_seconds is not None]
     summary = ", ".join(f"{n} {status}" for status, n in counts.items())
-    lines += ["", f"{len(table.rows)} jobs: {summary}; total wall time {_fmt_time(total)}."]
+    total = _fmt_time(sum(times)) if times else "–"
+    lines += ["", f"{len(table.rows)} jobs: {summary}; total training time {total}."]
+    lines.append("train time: `train_seconds` of each job's metrics.json (the training loop, "
+                 "not the final evaluation; a resumed job counts its last part).")
     if grouped:
         lines.append("Jobs that differ only in `train.seed` are one row: mean ± sample standard "
                      "deviation over its n finished seeds.")
@@ -158,7 +162,7 @@ def write_csv(table: ReportTable, path: Path) -> None:
     if any(SEED_AXIS in r.axes for r in table.rows) and SEED_AXIS not in axis_names:
         axis_names.append(SEED_AXIS)
     fields = ["job", "row", "status", "reason", *axis_names, *metric_names]
-    fields += ["paper_AP", "paper_AP50", "paper_AP75", "wall_time_s", "overrides"]
+    fields += ["paper_AP", "paper_AP50", "paper_AP75", "train_seconds", "overrides"]
     group_of = {id(run): i + 1 for i, g in enumerate(table.groups) for run in g.runs}
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer)
@@ -169,7 +173,7 @@ def write_csv(table: ReportTable, path: Path) -> None:
         line += [format_value(row.axes[k]) if k in row.axes else "" for k in axis_names]
         line += [run.metrics.get(m, "") for m in metric_names]
         line += [paper.ap, paper.ap50, paper.ap75] if paper else ["", "", ""]
-        line += ["" if run.wall_time is None else f"{run.wall_time:.1f}"]
+        line += ["" if run.train_seconds is None else f"{run.train_seconds:.1f}"]
         line.append(" ".join(run.overrides))
         writer.writerow(line)
     write_text_atomic(path, buffer.getvalue())

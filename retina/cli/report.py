@@ -24,8 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--reference", metavar="ROW", default=None,
         help="the row the ΔAP column compares to: its number in table.md, or key=value,... "
-             "over its settings (e.g. 'gamma=0,alpha=0.75' or 'loss=focal'); default: the "
-             "focal loss row with the paper's γ = 2, α = .25 when present",
+             "over its settings (e.g. 'gamma=0,alpha=0.75', 'γ=0,α=0.75' or 'loss=focal'); "
+             "default: the focal loss row with the paper's γ = 2, α = .25 when present",
     )
     return parser
 

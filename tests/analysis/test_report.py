@@ -57,7 +57,8 @@ def multirun(tmp_path: Path) -> Path:
             config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
             config["paths"]["output_dir"] = str(job)
             metrics = {"AP": aps[index], "AP50": 40.0 + index, "AP75": aps[index] - 1,
-                       "APs": 1.0, "APm": 2.0, "APl": 3.0, "config": config}
+                       "APs": 1.0, "APm": 2.0, "APl": 3.0, "train_seconds": 60.0 + 10 * index,
+                       "config": config}
             (job / "metrics.json").write_text(json.dumps(metrics))
     (root / "4" / "train.log").write_text(
         "[2026-11-26 10:00:00,000][retina][INFO] - iter 1\n"
@@ -93,7 +94,7 @@ def test_collect_runs_keeps_failed_and_missing_jobs(multirun: Path):
     assert [r.status for r in runs] == ["done"] * 4 + ["failed", "not started"]
     assert runs[4].reason == "non-finite loss at iteration 2"
     assert run_axes(runs[5]) == {"gamma": 5.0, "alpha": 0.75, "loss": "focal"}
-    assert runs[2].metrics["AP"] == 30.5 and runs[2].wall_time is not None
+    assert runs[2].metrics["AP"] == 30.5 and runs[2].train_seconds == 80.0
 
 
 def test_table_layout_bold_and_paper_column(multirun: Path):
@@ -108,6 +109,19 @@ def test_table_layout_bold_and_paper_column(multirun: Path):
     assert "| 0 | 0.25 | 10.0 | 40.0 | 9.0 | -20.5 (CI n/a) | " in text  # one seed: no interval
     assert "failed: non-finite loss at iteration 2" in text
     assert "| 5 | 0.75 | – | – | – | – |  | – | not started |" in text
+
+
+def test_time_is_train_seconds_not_file_times(multirun: Path):
+    """The time comes from metrics.json's train_seconds (a rerun rewrites file times); a job
+    without it (failed, not started) has none."""
+    write_report(multirun)
+    text = (multirun / "table.md").read_text()
+    assert "6 jobs: 4 done, 1 failed, 1 not started; total training time 5m00s." in text
+    assert "| -20.5 (CI n/a) |  | 1m00s | done |" in text
+    assert "| reference | 34.0 / 52.5 / 36.5 | 1m20s | done |" in text
+    assert "| – | failed: non-finite loss at iteration 2 |" in text
+    rows = list(csv.DictReader((multirun / "table.csv").open()))
+    assert [r["train_seconds"] for r in rows] == ["60.0", "70.0", "80.0", "90.0", "", ""]
 
 
 def test_cli_writes_table_csv_and_heatmap(multirun: Path, capsys):

@@ -91,6 +91,9 @@ def test_cli_reference_flag_csv_lines_and_curves(sweep: Path, capsys):
     assert [r["seed"] for r in rows[:3]] == ["0", "1", "2"] and rows[4]["AP"] == "78.0"
     assert (sweep / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main([str(sweep), "--reference", "2"]) == 0
+    assert main([str(sweep), "--reference", "γ=0,α=0.75"]) == 0  # the column labels
+    assert "| 0 | 0.75 | **78.0 ± 1.0** | **91.0 ± 1.0** | **68.0 ± 1.0** | 3 | reference |" in (
+        sweep / "table.md").read_text()
     assert main([str(sweep), "--reference", "gamma=0"]) == 1  # two rows match
     assert "2 rows of the table match" in capsys.readouterr().err
 
