@@ -53,10 +53,14 @@ def check_eval_config(cfg: DictConfig) -> None:
 
 
 def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Everything ``retina-eval`` does; returns the metrics (the same on every rank)."""
+    """Everything ``retina-eval`` does; returns the metrics (the same on every rank).
+
+    ``run_dir`` is locked for this process (rank 0) and must not be a training run's folder
+    (:func:`retina.engine.rundir.require_eval_dir`; the Hydra callback
+    :class:`retina.cli.callbacks.EvalDirCheck` checks it before Hydra writes there)."""
     import torch
 
-    from retina.engine import distributed
+    from retina.engine import distributed, rundir
     from retina.engine.build import build_val_loader, prepare_data_root
     from retina.engine.evaluation import evaluate_detections, format_metrics_table, run_inference
     from retina.engine.inference import (
@@ -82,6 +86,9 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         if device.type == "cuda":
             device = torch.device("cuda", dist.local_rank)
         run_dir = Path(str(distributed.broadcast_object(str(run_dir))))
+        if dist.is_main:
+            rundir.require_eval_dir(run_dir)
+            rundir.lock_run_dir(run_dir)
         dataset = build_val_dataset(data_cfg, prepare_data_root(data_cfg, dist), where)
         check_label_mapping(state, dataset, path)
         loader = build_val_loader(
@@ -114,6 +121,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             print(format_metrics_table(metrics), flush=True)
         return metrics
     finally:
+        rundir.release_run_dir(run_dir)
         distributed.cleanup()
 
 

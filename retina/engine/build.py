@@ -227,13 +227,14 @@ def load_resume_state(
         go to the trainer), None when there is none; the changed keys rebuilt from ``config``.
     """
     from retina.engine.inference import check_label_mapping
-    from retina.engine.resume import check_resume_config
+    from retina.engine.resume import check_resume_config, check_resume_iteration
 
     found = ckpt.find_resume_checkpoint(directory)
     if found is None:
         log.warning("train.resume=true but %s holds no checkpoint: starting fresh", directory)
         return None, []
     path, state = found
+    check_resume_iteration(int(state["iteration"]), config, str(path))
     reset_keys = check_resume_config(state.get("config"), config, reset, str(path))
     if "cat_ids" in state and "class_names" in state:
         check_label_mapping(state, train_set, str(path))
