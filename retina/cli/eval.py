@@ -101,7 +101,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         log.info("inference on %d images in %.1f s (rank %d)", len(detections), seconds, dist.rank)
         metrics = evaluate_detections(
             detections, dataset, out_dir=run_dir if dist.is_main else None,
-            backend=str(cfg.eval.backend),
+            backend=str(cfg.eval.backend), evaluated=[d["image_id"] for d in detections],
         )  # fmt: skip
         if dist.is_main:
             # This run's config, with the model and loss the checkpoint was trained with.
@@ -113,7 +113,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             # Same layout as retina-train's metrics.json: the metrics at the top level.
             payload = {
                 **metrics, "checkpoint": str(path), "iteration": int(state.get("iteration", -1)),
-                "num_images": len(dataset), "inference_seconds": round(seconds, 2),
+                "inference_seconds": round(seconds, 2),
                 "config": config,
             }  # fmt: skip
             write_json_atomic(run_dir / "metrics.json", payload, indent=2)
