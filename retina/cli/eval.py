@@ -16,12 +16,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
+from retina.cli import exit_on_interrupt
 
-from retina.cli.common import exit_on_user_error, required_value, run_cli
-from retina.config import CONFIG_DIR
-from retina.errors import ConfigError
+with exit_on_interrupt("retina-eval"):  # Ctrl-C while loading: one line
+    import hydra
+    from omegaconf import DictConfig, OmegaConf
+
+    from retina.cli.common import exit_on_user_error, required_value, run_cli
+    from retina.config import CONFIG_DIR
+    from retina.errors import ConfigError
 
 log = logging.getLogger("retina.eval")
 

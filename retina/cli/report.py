@@ -8,8 +8,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from retina.analysis.report import format_markdown, write_report
-from retina.errors import ResultsError
+from retina.cli import exit_on_interrupt
+
+with exit_on_interrupt("retina-report"):  # Ctrl-C while loading: one line
+    from retina.analysis.report import format_markdown, write_report
+    from retina.errors import ResultsError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@exit_on_interrupt("retina-report")
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: ``retina-report DIR [--reference ROW]``."""
     try:

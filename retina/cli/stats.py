@@ -12,12 +12,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
+from retina.cli import exit_on_interrupt
 
-from retina.cli.common import exit_on_user_error, run_cli
-from retina.config import CONFIG_DIR
-from retina.errors import ConfigError
+with exit_on_interrupt("retina-stats"):  # Ctrl-C while loading: one line
+    import hydra
+    from omegaconf import DictConfig, OmegaConf
+
+    from retina.cli.common import exit_on_user_error, run_cli
+    from retina.config import CONFIG_DIR
+    from retina.errors import ConfigError
 
 log = logging.getLogger("retina.stats")
 
