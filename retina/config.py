@@ -49,6 +49,7 @@ MAX_SEED = 2**63 - 1  # torch.Generator seeds are 64-bit; the loader adds the ep
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 SCHEDULE_CHOICES = ("step", "cosine")
 INVALID_BOXES_CHOICES = ("drop", "error")
+"""``data.invalid_boxes``: drop/clip the boxes ``retina-check-data`` warns about, or refuse."""
 
 
 def _get(cfg: DictConfig, key: str) -> Any:

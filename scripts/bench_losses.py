@@ -25,8 +25,19 @@ On CUDA the achieved bandwidth (the minimum bytes each case must move, over its 
 reported beside the device-to-device copy bandwidth measured in the same process
 (``copy_GBps``: bytes read plus written by a large ``Tensor.copy_``), the practical limit.
 
+``--train-step tiny,r50`` instead times what each backend buys in a full CPU training step
+(forward, loss, backward, SGD step) of a model built from its config: ``tiny`` is the demo
+(``retinanet_tiny``, 3 classes, batch 8 at 256x256), ``r50`` is ``retinanet_r50_fpn``
+(random weights, 80 classes, batch 2 at 512x512). One process; every repetition runs each
+backend once, in alternating order, on the same batch, after one untimed step per backend
+(which includes ``compile``'s compilation). Backends: the three above and ``reference``, the
+readable autograd formulas of :mod:`retina.ops.focal_reference`. Reports the median step
+time, the range, and the ratio of every backend to ``reference`` and to ``eager``.
+
 Usage: python scripts/bench_losses.py [--out bench_results/losses.json] [--repeats 5]
        [--backends native,eager,compile] [--devices cpu,cuda]
+       python scripts/bench_losses.py --train-step tiny,r50 --threads 1 --repeats 7
+       [--backends reference,eager,native,compile]
 """
 
 from __future__ import annotations
@@ -44,12 +55,14 @@ from pathlib import Path
 import torch
 from torchvision.ops import sigmoid_focal_loss as tv_sigmoid_focal_loss
 
+from retina.modeling.losses import FocalLoss
 from retina.ops import (
     focal_backend,
     focal_native,
     sigmoid_focal_loss,
     sigmoid_focal_loss_from_labels,
 )
+from retina.ops.focal_reference import sigmoid_focal_loss_from_labels_reference
 
 CPU_SHAPE = (98_208, 80)
 CUDA_ANCHORS = 16 * 9 * sum((896 // s) * (1408 // s) for s in (8, 16, 32, 64, 128))
@@ -270,6 +283,84 @@ def bandwidth_table(results: list[dict], copy_gbps: float) -> str:
     return "\n".join(rows)
 
 
+# model config, image size, batch, classes
+STEP_MODELS = {
+    "tiny": ("retinanet_tiny", 256, 8, 3),
+    "r50": ("retinanet_r50_fpn", 512, 2, 80),
+}
+MODEL_CONFIGS = Path(__file__).resolve().parents[1] / "retina" / "configs" / "model"
+
+
+class ReferenceFocalLoss:
+    """The model's focal loss (gamma 2, alpha 0.25) from the readable reference formulas."""
+
+    backend = "reference"
+
+    def __call__(self, logits, labels, num_images, *, anchors=None, per_image=False):
+        loss = sigmoid_focal_loss_from_labels_reference(logits, labels, 0.25, 2.0, "none")
+        return loss.reshape(num_images, -1).sum(dim=1) if per_image else loss.sum()
+
+
+def train_step_bench(model_name: str, backends: list[str], repeats: int) -> dict:
+    """Median seconds of one training step of ``model_name`` per focal-loss backend."""
+    from bench_model import make_batch  # scripts/ is on sys.path when run as a script
+    from omegaconf import OmegaConf
+
+    from retina.utils.instantiate import instantiate_node
+
+    config, size, batch, classes = STEP_MODELS[model_name]
+    node = OmegaConf.load(MODEL_CONFIGS / f"{config}.yaml")
+    node.weights = None  # random weights: the step time does not depend on them
+    torch.manual_seed(0)
+    losses = {b: ReferenceFocalLoss() if b == "reference" else FocalLoss(backend=b)
+              for b in backends}  # fmt: skip
+    model = instantiate_node(node, "model", num_classes=classes, cls_loss=losses[backends[0]])
+    images, targets = make_batch(batch, size, size, classes, torch.device("cpu"))
+    opt = torch.optim.SGD([q for q in model.parameters() if q.requires_grad], lr=1e-5)
+    model.train()
+
+    def step(backend: str) -> float:
+        model.cls_loss = losses[backend]
+        t0 = time.perf_counter()
+        loss = sum(model(images, targets).values())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return time.perf_counter() - t0
+
+    first = {b: step(b) for b in backends}
+    samples: dict[str, list[float]] = {b: [] for b in backends}
+    for i in range(repeats):
+        for b in backends if i % 2 == 0 else backends[::-1]:
+            samples[b].append(step(b))
+    return {
+        "model": model_name, "config": config, "size": size, "batch": batch,
+        "num_classes": classes, "first_step_s": first, "samples_s": samples,
+        "median_s": {b: statistics.median(v) for b, v in samples.items()},
+    }  # fmt: skip
+
+
+def step_table(results: list[dict]) -> str:
+    """Markdown: median step time, range and ratios per model and backend."""
+    rows = [
+        "| model | backend | step (s), median | range (s) | reference / backend "
+        "| eager / backend | first step (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for res in results:
+        med = res["median_s"]
+        for b, t in med.items():
+            lo, hi = min(res["samples_s"][b]), max(res["samples_s"][b])
+            ref = f"{med['reference'] / t:.3f}" if "reference" in med else "n/a"
+            eager = f"{med['eager'] / t:.3f}" if "eager" in med else "n/a"
+            rows.append(
+                f"| {res['model']} ({res['batch']}x{res['size']}px, {res['num_classes']} cls) "
+                f"| {b} | {t:.3f} | {lo:.3f}-{hi:.3f} | {ref} | {eager} "
+                f"| {res['first_step_s'][b]:.1f} |"
+            )
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("bench_results/losses.json"))
@@ -279,6 +370,10 @@ def main() -> None:
     parser.add_argument(
         "--devices", default=None, help="cpu,cuda (default: cpu, and cuda when available)"
     )
+    parser.add_argument(
+        "--train-step", default=None,
+        help="time full CPU training steps of these models instead (tiny,r50)",
+    )  # fmt: skip
     parser.add_argument("--peak-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--backend", default="eager", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -288,6 +383,9 @@ def main() -> None:
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
     torch.set_num_threads(args.threads)
+    if args.train_step:
+        train_steps(parser, args)
+        return
     results = []
     meta = {"torch": torch.__version__, "threads": args.threads, "repeats": args.repeats}
     backends = args.backends.split(",")
@@ -317,6 +415,27 @@ def main() -> None:
     if "copy_GBps" in meta:
         print(f"\n{meta['cuda_device']}: device-to-device copy {meta['copy_GBps']:.0f} GB/s")
         print(bandwidth_table(results, meta["copy_GBps"]))
+    print(f"\nwrote {args.out}")
+
+
+def train_steps(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    backends = args.backends.split(",")
+    models = args.train_step.split(",")
+    for backend in backends:
+        if backend not in ("reference", "native", "eager", "compile"):
+            parser.error(f"--backends: unknown backend {backend!r} (reference, native, "
+                         "eager, compile)")  # fmt: skip
+    for name in models:
+        if name not in STEP_MODELS:
+            parser.error(f"--train-step: unknown model {name!r} ({', '.join(STEP_MODELS)})")
+    meta = {"torch": torch.__version__, "threads": args.threads, "repeats": args.repeats}
+    results = []
+    for name in models:
+        results.append(train_step_bench(name, backends, args.repeats))
+        print(step_table(results[-1:]), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"meta": meta, "train_step": results}, indent=2))
+    print(step_table(results))
     print(f"\nwrote {args.out}")
 
 

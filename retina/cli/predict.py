@@ -25,7 +25,7 @@ with exit_on_interrupt("retina-predict"):  # Ctrl-C while loading: one line
 
     from retina.cli.common import exit_on_user_error, required_value, run_cli
     from retina.config import CONFIG_DIR
-    from retina.data.images import read_image
+    from retina.data.images import IMAGE_SUFFIXES, read_image
     from retina.engine.inference import load_for_inference
     from retina.errors import ConfigError
     from retina.utils.device import select_device
@@ -35,8 +35,6 @@ with exit_on_interrupt("retina-predict"):  # Ctrl-C while loading: one line
 __all__ = ["list_images", "main", "predict", "read_image"]
 
 log = logging.getLogger("retina.predict")
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def list_images(source: Path) -> list[Path]:

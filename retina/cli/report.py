@@ -11,7 +11,8 @@ from pathlib import Path
 from retina.cli import exit_on_interrupt
 
 with exit_on_interrupt("retina-report"):  # Ctrl-C while loading: one line
-    from retina.analysis.report import format_markdown, write_report
+    from retina.analysis.report import write_report
+    from retina.analysis.table_format import format_markdown
     from retina.errors import ResultsError
 
 

@@ -29,6 +29,7 @@ def _dataset(cfg: DictConfig) -> Any:
     from retina.data import CocoDetection
     from retina.engine.build import prepare_data_root
     from retina.engine.distributed import DistInfo
+    from retina.engine.inference import dataset_options
     from retina.utils.instantiate import instantiate_node
 
     split = str(cfg.split)
@@ -39,7 +40,8 @@ def _dataset(cfg: DictConfig) -> Any:
     if cfg.data.get("val_transforms") is not None:
         transforms = instantiate_node(cfg.data.val_transforms, "data.val_transforms")
     return CocoDetection(root / cfg.data[f"{split}_ann"], root / cfg.data[f"{split}_images"],
-                         transforms=transforms, drop_empty=False, on_broken="skip")
+                         transforms=transforms, drop_empty=False, on_broken="skip",
+                         **dataset_options(cfg.data))
 
 
 def _model(cfg: DictConfig, dataset: Any, device: Any) -> tuple[Any, dict | None]:

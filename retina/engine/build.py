@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Subset
 from retina.engine import checkpoint as ckpt
 from retina.engine.distributed import DistInfo, barrier
 from retina.engine.hooks import CheckpointHook, EvalHook, LogHook
+from retina.engine.inference import dataset_options
 from retina.engine.loader import ResumableLoader
 from retina.engine.logging import RunLogger
 from retina.engine.optim import WarmupLRSchedule, build_optimizer, scaled_lr
@@ -113,11 +114,7 @@ def build_datasets(data: DictConfig, root: Path) -> tuple[Any, Any]:
     valid one) and the validation set (every image kept; broken ones skipped)."""
     from retina.data import CocoDetection, DataError
 
-    extra = {}
-    if data.get("max_broken_fraction") is not None:
-        extra["max_broken_fraction"] = float(data.max_broken_fraction)
-    if data.get("invalid_boxes") is not None:
-        extra["invalid_boxes"] = str(data.invalid_boxes)
+    extra = dataset_options(data)
     train = CocoDetection(
         root / data.train_ann,
         root / data.train_images,

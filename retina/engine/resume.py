@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from retina.errors import CheckpointError, ConfigError
+from retina.utils.dotted import select
 
 MUST_MATCH = ("model", "loss", "optim", "schedule", "train.batch_size", "train.seed")
 RESETTABLE = {"optim": ("optim", "schedule", "train.batch_size")}
@@ -37,21 +38,12 @@ def _flatten(node: Any, prefix: str) -> dict[str, Any]:
     return {prefix: node}
 
 
-def _select(config: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Dotted keys under :data:`MUST_MATCH` whose values differ between two resolved
     configs (a key present in one only counts as a difference)."""
     changed = []
     for root in MUST_MATCH:
-        a, b = _flatten(_select(old, root), root), _flatten(_select(new, root), root)
+        a, b = _flatten(select(old, root), root), _flatten(select(new, root), root)
         keys = sorted(set(a) | set(b))
         changed += [k for k in keys if a.get(k, "<absent>") != b.get(k, "<absent>")]
     return changed
@@ -100,7 +92,7 @@ def check_resume_iteration(iteration: int, config: Mapping[str, Any], path: str)
     Raises:
         ConfigError: ``train.max_iter: ...`` naming the checkpoint's iteration.
     """
-    max_iter = _select(config, "train.max_iter")
+    max_iter = select(config, "train.max_iter")
     if isinstance(max_iter, int) and not isinstance(max_iter, bool) and iteration > max_iter:
         raise ConfigError(
             "train.max_iter",

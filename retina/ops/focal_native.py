@@ -4,13 +4,14 @@ The C source is compiled once per machine with the system C compiler (``$CC``, e
 about 3 s) with ``-march=native`` (about 5x faster than baseline x86-64 code) into
 ``$RETINA_CACHE_DIR`` (default ``~/.cache/retina``) and loaded with :mod:`ctypes`. The file
 name is a hash of everything the machine code depends on (:func:`build_key`): the source,
-the compiler's version, the flags, and the CPU features ``-march=native`` expands to on
-this machine (plus the kernel's CPU flags on Linux). A cache shared by nodes of different
-CPU generations (a common ``$HOME``) thus holds one library per CPU kind, and a library
-built for other CPU features is never loaded (it would die with SIGILL). When the features
-cannot be determined the build drops ``-march=native`` (portable code). Concurrent first uses
-(DDP ranks, data-loader workers) each build into a private temporary file and rename it into
-place, so a half-written library is never loaded.
+the compiler's version, the flags, and the target options ``-march=native`` expands to on
+this machine (:func:`cpu_features`). A cache shared by nodes of different CPU generations
+(a common ``$HOME``) thus holds one library per CPU kind, and a library built for other
+CPU features is never loaded (it would die with SIGILL). When the features cannot be
+determined the build drops ``-march=native`` (portable code). The folder keeps the
+:data:`CACHE_KEEP` most recently used libraries; a new build deletes older ones. Concurrent
+first uses (DDP ranks, data-loader workers) each build into a private temporary file and
+rename it into place, so a half-written library is never loaded.
 
 Each kernel is one pass over memory: the forward reads the logits and targets (or labels)
 and writes only per-row float64 partial sums (or the elementwise loss); the backward reads
@@ -52,6 +53,8 @@ FLAGS = (
     "-shared",
     "-pthread",
 )
+LIBRARY_PREFIX = "focal_cpu-"
+CACHE_KEEP = 4  # libraries kept in the cache folder (the most recently used)
 DENSE_BLOCK = 4096  # must equal DENSE_BLOCK in focal_cpu.c
 _MIN_PARALLEL_NUMEL = 1 << 15
 
@@ -92,42 +95,58 @@ def _compiler_id(cc: str) -> str:
 
 def cpu_features(cc: str) -> str:
     """The target options ``-march=native`` means on this machine, as the compiler expands
-    them (GCC: ``-march=znver3 -mavx2 ...``; clang: ``-target-cpu``/``-target-feature``),
-    followed by the kernel's CPU flags (Linux ``/proc/cpuinfo``). Empty when neither is
-    known."""
-    parts: list[str] = []
+    them (GCC: ``-march=znver3 -mavx2 ... --param l1-cache-size=32``; clang:
+    ``-target-cpu X -target-feature +avx2 ...``). Empty when the compiler does not say."""
     try:
         res = subprocess.run(
             [cc, "-march=native", "-###", "-x", "c", "-c", os.devnull, "-o", os.devnull],
             capture_output=True, text=True, timeout=30,
         )  # fmt: skip
-        opts = [_target_options(line) for line in res.stderr.splitlines() if "cc1" in line]
-        if res.returncode == 0 and any("-march=" in o or "-target-cpu" in o for o in opts):
-            parts.append(" ".join(opts))
     except (OSError, subprocess.SubprocessError):
-        pass
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                parts.append(" ".join(sorted(line.split(":", 1)[1].split())))
-                break
-    except OSError:
-        pass
-    return " | ".join(parts)
-
-
-def _target_options(cc1_line: str) -> str:
-    """The ``-m...`` / ``-target-cpu X`` / ``-target-feature X`` options of a cc1 command."""
-    try:
-        tokens = shlex.split(cc1_line)
-    except ValueError:
         return ""
+    return march_expansion(res.stderr) if res.returncode == 0 else ""
+
+
+def march_expansion(driver_output: str) -> str:
+    """The target options of the compiler-proper commands in ``cc -###`` output, one string
+    with single spaces; empty unless they name a CPU (``-march=`` or ``-target-cpu``).
+
+    A compiler-proper command is a line whose program is ``cc1``/``cc1plus`` (GCC) or whose
+    first argument is ``-cc1`` (clang). Other lines (the assembler's, which names a random
+    temporary file such as ``/tmp/cc1aB2cD.s``; the linker's; ``COLLECT_GCC_OPTIONS``) are
+    ignored, so the result depends only on what the compiler will generate code for.
+    """
+    opts = [_target_options(tokens) for tokens in map(_split, driver_output.splitlines())
+            if _is_compiler_proper(tokens)]  # fmt: skip
+    joined = " ".join(o for o in opts if o)
+    return joined if "-march=" in joined or "-target-cpu " in joined else ""
+
+
+def _split(line: str) -> list[str]:
+    try:
+        return shlex.split(line)
+    except ValueError:
+        return []
+
+
+def _is_compiler_proper(tokens: list[str]) -> bool:
+    """Whether a ``-###`` command runs the compiler proper (GCC's cc1, clang's -cc1)."""
+    if not tokens:
+        return False
+    gcc = os.path.basename(tokens[0]) in ("cc1", "cc1plus")
+    return gcc or (len(tokens) > 1 and tokens[1] == "-cc1")
+
+
+def _target_options(tokens: list[str]) -> str:
+    """The ``-m...``, ``--param X``, ``-target-cpu X`` and ``-target-feature X`` options of a
+    compiler-proper command, single-spaced (empty when it has none)."""
+    paired = ("-target-cpu", "-target-feature", "--param")
     kept = [
-        f"{tok} {nxt}" if tok in ("-target-cpu", "-target-feature") else tok
+        f"{tok} {nxt}" if tok in paired else tok
         for tok, nxt in zip(tokens, [*tokens[1:], ""], strict=True)
-        if tok.startswith("-m") or tok in ("-target-cpu", "-target-feature")
+        if tok.startswith("-m") or tok in paired
     ]
-    return " ".join(kept)
+    return " ".join(" ".join(kept).split())
 
 
 def build_flags(features: str) -> tuple[str, ...]:
@@ -136,10 +155,12 @@ def build_flags(features: str) -> tuple[str, ...]:
 
 
 def build_key(source: bytes, compiler: str, flags: tuple[str, ...], features: str) -> str:
-    """The cache key: a hash of everything the compiled machine code depends on."""
+    """The cache key: a hash of everything the compiled machine code depends on (the source,
+    the compiler's version line, the flags, the machine type and the ``-march=native``
+    expansion), each part with its whitespace normalised."""
     key = hashlib.sha256(source)
     for part in (compiler, " ".join(flags), platform.machine(), features):
-        key.update(b"\0" + part.encode())
+        key.update(b"\0" + " ".join(part.split()).encode())
     return key.hexdigest()[:16]
 
 
@@ -147,16 +168,21 @@ def library_path(cc: str) -> Path:
     """The cached library for this source, compiler, flags and CPU."""
     features = cpu_features(cc)
     key = build_key(SOURCE.read_bytes(), _compiler_id(cc), build_flags(features), features)
-    return cache_dir() / f"focal_cpu-{key}.so"
+    return cache_dir() / f"{LIBRARY_PREFIX}{key}.so"
 
 
 def build(cc: str) -> Path:
-    """Compile the library if it is not cached; returns its path. Raises ``RuntimeError``."""
+    """Compile the library if it is not cached; returns its path. Raises ``RuntimeError``.
+
+    A cache hit marks the library as used (its modification time); a new build then keeps
+    only the :data:`CACHE_KEEP` most recently used libraries (:func:`prune_cache`).
+    """
     target = library_path(cc)
     if target.exists():
+        _touch(target)
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=".building-", suffix=".so", dir=target.parent)
     os.close(fd)
     try:
         flags = build_flags(cpu_features(cc))
@@ -171,7 +197,38 @@ def build(cc: str) -> Path:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    prune_cache(target.parent, keep=CACHE_KEEP)
     return target
+
+
+def _touch(path: Path) -> None:
+    try:
+        os.utime(path)
+    except OSError:  # a read-only shared cache: the library is still usable
+        pass
+
+
+def prune_cache(folder: Path, keep: int) -> list[Path]:
+    """Delete all but the ``keep`` most recently used ``focal_cpu-*.so`` libraries in
+    ``folder`` (libraries of older sources, compilers or CPUs); returns what was deleted.
+
+    ``keep`` > 1 lets nodes of a few CPU kinds share one cache without rebuilding in turn.
+    A process that already loaded a deleted library keeps its mapping."""
+    libs = []
+    for path in folder.glob(f"{LIBRARY_PREFIX}*.so"):
+        try:
+            libs.append((path.stat().st_mtime_ns, path))
+        except OSError:  # deleted meanwhile by another process
+            continue
+    libs.sort(reverse=True)
+    removed = []
+    for _, path in libs[keep:]:
+        try:
+            path.unlink()
+            removed.append(path)
+        except OSError:
+            continue
+    return removed
 
 
 def _load() -> ctypes.CDLL | None:

@@ -1,5 +1,6 @@
 """The fused C kernels (float32 CPU) against torchvision, the float64 reference and eager."""
 
+import os
 import warnings
 
 import pytest
@@ -162,8 +163,19 @@ def test_build_is_cached_and_leaves_no_temporaries(monkeypatch, tmp_path):
     cc = focal_native._compiler()
     path = focal_native.build(cc)
     assert path.parent == tmp_path and path.exists()
-    mtime = path.stat().st_mtime_ns
-    assert focal_native.build(cc) == path and path.stat().st_mtime_ns == mtime
+    inode = path.stat().st_ino
+    compiles = []
+    real_run = focal_native.subprocess.run
+
+    def spy(cmd, *args, **kwargs):
+        if "-shared" in cmd:
+            compiles.append(cmd)
+        return real_run(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(focal_native.subprocess, "run", spy)
+    for _ in range(5):
+        assert focal_native.build(cc) == path
+    assert compiles == [] and path.stat().st_ino == inode
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
@@ -247,3 +259,85 @@ def test_a_library_built_for_other_cpu_features_is_never_loaded(monkeypatch, tmp
     ours = focal_native.library_path(cc)
     assert ours != foreign and ours.exists()
     assert foreign.read_bytes() == b"built on another node"
+
+
+GCC_CC1 = (
+    ' /usr/lib/gcc/x86_64-linux-gnu/12/cc1 -quiet -imultiarch x86_64-linux-gnu /dev/null '
+    '"-march=icelake-client" -mmmx -mavx2 -mno-sse4a -mavx512f --param "l1-cache-size=48" '
+    '--param "l2-cache-size=266240" "-mtune=generic" -quiet -dumpbase null '
+    "-fasynchronous-unwind-tables -o {tmp}"
+)
+GCC_OUTPUT = """Using built-in specs.
+COLLECT_GCC=cc
+Target: x86_64-linux-gnu
+gcc version 12.2.0 (Debian 12.2.0-14+deb12u1)
+COLLECT_GCC_OPTIONS='-march=native' '-c' '-o' '/dev/null'
+{cc1}
+COLLECT_GCC_OPTIONS='-march=native' '-c' '-o' '/dev/null'
+ as --64 -o /dev/null {tmp}
+COMPILER_PATH=/usr/lib/gcc/x86_64-linux-gnu/12/
+"""
+CLANG_OUTPUT = """clang version 16.0.6
+Target: x86_64-pc-linux-gnu
+ "/usr/lib/llvm-16/bin/clang" "-cc1" "-triple" "x86_64-pc-linux-gnu" "-emit-obj" \
+"-target-cpu" "znver3" "-target-feature" "+avx2" "-target-feature" "-avx512f" \
+"-o" "/dev/null" "-x" "c" "/dev/null"
+"""
+
+
+def _key(features: str) -> str:
+    return focal_native.build_key(b"src", "gcc 12", focal_native.build_flags(features), features)
+
+
+@pytest.mark.parametrize("tmp", ["/tmp/ccAb3xYz.s", "/tmp/cc1Qx9Zk.s", "/tmp/cccc1plus.s"])
+def test_march_expansion_ignores_temporary_names(tmp):
+    """The assembler line names a random temporary file; one containing "cc1" once added an
+    empty part (an extra space) to the key. Every temporary name gives one key."""
+    out = GCC_OUTPUT.format(cc1=GCC_CC1.format(tmp=tmp), tmp=tmp)
+    features = focal_native.march_expansion(out)
+    assert features == (
+        "-march=icelake-client -mmmx -mavx2 -mno-sse4a -mavx512f --param l1-cache-size=48 "
+        "--param l2-cache-size=266240 -mtune=generic"
+    )
+    clean = focal_native.march_expansion(out.replace(tmp, "/tmp/ccAb3xYz.s"))
+    assert _key(features) == _key(clean)
+
+
+def test_march_expansion_of_clang_and_of_no_compiler_line():
+    assert focal_native.march_expansion(CLANG_OUTPUT) == (
+        "-target-cpu znver3 -target-feature +avx2 -target-feature -avx512f"
+    )
+    only_assembler = " as --64 -o /dev/null /tmp/cc1abc.s -mfoo\n"  # not the compiler proper
+    assert focal_native.march_expansion(only_assembler) == ""
+    whitespace = GCC_CC1.format(tmp="/tmp/x.s").replace(" -mavx2", "   -mavx2\t")
+    assert focal_native.march_expansion(whitespace) == focal_native.march_expansion(
+        GCC_CC1.format(tmp="/tmp/y.s")
+    )
+
+
+def test_key_is_the_same_over_many_calls():
+    cc = focal_native._compiler()
+    keys = {focal_native.library_path(cc).name for _ in range(40)}
+    assert len(keys) == 1
+
+
+def test_cache_keeps_the_most_recently_used_libraries(monkeypatch, tmp_path):
+    """A machine whose compiler or source changes builds new libraries; the folder keeps
+    CACHE_KEEP of them (the most recently used), and the one in use survives."""
+    monkeypatch.setenv("RETINA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(focal_native, "CACHE_KEEP", 2)
+    old = []
+    for i in range(3):
+        lib = tmp_path / f"focal_cpu-{i:016x}.so"
+        lib.write_bytes(b"old")
+        os.utime(lib, ns=(10**18 + i, 10**18 + i))
+        old.append(lib)
+    unrelated = tmp_path / "notes.txt"
+    unrelated.write_text("kept")
+    path = focal_native.build(focal_native._compiler())
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [path.name, old[2].name, unrelated.name]
+    )
+    os.utime(old[0].parent / path.name, ns=(1, 1))  # a cache hit marks the library as used
+    assert focal_native.build(focal_native._compiler()) == path
+    assert path.stat().st_mtime_ns > 10**18 + 2
