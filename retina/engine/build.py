@@ -74,13 +74,31 @@ def _remove_stale_generation(root: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _is_generated_root(data: DictConfig, root: Path) -> bool:
+    """Whether ``root`` is where ``data.generator`` generates the dataset
+    (``paths.data_dir/<data.name>``, the default root; a root set by hand holds the user's
+    own data, and the generator options do not describe it)."""
+    try:
+        data_dir = OmegaConf.select(data, "..paths.data_dir", default=None)
+    except Exception:  # noqa: BLE001 - a data node without a parent config: not known
+        return False
+    if data_dir is None:
+        return False
+    return root.resolve() == (Path(str(data_dir)) / str(data.name)).resolve()
+
+
 def prepare_data_root(data: DictConfig, dist: DistInfo) -> Path:
     """Return ``data.root``; generate the synthetic dataset there first when it is missing
     and ``data.generator`` is set (rank 0 writes into a temporary folder and renames it, so
     an interrupted generation never leaves a half-written dataset behind; the temporary
     folder is removed on Ctrl-C or SIGTERM, and one left by a killed process on the next
-    start)."""
+    start). An existing dataset at the generator's root must have been generated with
+    ``data.generator``'s options (:func:`retina.data.shapes.check_generated_root`)."""
     root = Path(data.root)
+    if data.get("generator") is not None and root.is_dir() and _is_generated_root(data, root):
+        from retina.data.shapes import check_generated_root
+
+        check_generated_root(root, OmegaConf.to_container(data.generator, resolve=True))
     if root.is_dir() or data.get("generator") is None:
         return root
     if dist.is_main:
@@ -224,13 +242,14 @@ def load_resume_state(
         go to the trainer), None when there is none; the changed keys rebuilt from ``config``.
     """
     from retina.engine.inference import check_label_mapping
-    from retina.engine.resume import check_resume_config
+    from retina.engine.resume import check_resume_config, check_resume_iteration
 
     found = ckpt.find_resume_checkpoint(directory)
     if found is None:
         log.warning("train.resume=true but %s holds no checkpoint: starting fresh", directory)
         return None, []
     path, state = found
+    check_resume_iteration(int(state["iteration"]), config, str(path))
     reset_keys = check_resume_config(state.get("config"), config, reset, str(path))
     if "cat_ids" in state and "class_names" in state:
         check_label_mapping(state, train_set, str(path))
