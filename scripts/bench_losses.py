@@ -28,9 +28,12 @@ reported beside the device-to-device copy bandwidth measured in the same process
 (random weights, 80 classes, batch 2 at 512x512). One process; every repetition runs each
 backend once, in alternating order, on the same batch, after one untimed step per backend.
 Backends: ``eager`` and ``reference``, the readable autograd formulas of
-:mod:`retina.ops.focal_reference`. Reports the median step time, the range, and the ratio
-of every backend to ``reference`` and to ``eager``. (The table in docs/losses.md also has the
-deleted ``native`` and ``compile`` backends: the same command at commit b1a231a.)
+:mod:`retina.ops.focal_reference`. Reports per backend the median CPU seconds of this
+process per step (``time.process_time``: with ``--threads 1`` it barely moves when other
+processes load a shared machine, unlike the wall time, also reported with its range) and the
+ratio to ``reference`` and to ``eager`` as the median of per-repetition ratios of CPU times.
+(The table in docs/losses.md also has the deleted ``native`` and ``compile`` backends: this
+script run on the retina package of commit b1a231a.)
 
 Usage: python scripts/bench_losses.py [--out bench_results/losses.json] [--repeats 5]
        [--backends triton,eager] [--devices cpu,cuda]
@@ -279,43 +282,55 @@ def train_step_bench(model_name: str, backends: list[str], repeats: int) -> dict
     opt = torch.optim.SGD([q for q in model.parameters() if q.requires_grad], lr=1e-5)
     model.train()
 
-    def step(backend: str) -> float:
+    def step(backend: str) -> tuple[float, float]:
+        """(wall seconds, this process's CPU seconds) of one training step."""
         model.cls_loss = losses[backend]
-        t0 = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         loss = sum(model(images, targets).values())
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return time.perf_counter() - t0
+        return time.perf_counter() - wall, time.process_time() - cpu
 
-    first = {b: step(b) for b in backends}
-    samples: dict[str, list[float]] = {b: [] for b in backends}
+    first = {b: step(b)[0] for b in backends}
+    wall: dict[str, list[float]] = {b: [] for b in backends}
+    cpu: dict[str, list[float]] = {b: [] for b in backends}
     for i in range(repeats):
         for b in backends if i % 2 == 0 else backends[::-1]:
-            samples[b].append(step(b))
+            w, c = step(b)
+            wall[b].append(w)
+            cpu[b].append(c)
     return {
         "model": model_name, "config": config, "size": size, "batch": batch,
-        "num_classes": classes, "first_step_s": first, "samples_s": samples,
-        "median_s": {b: statistics.median(v) for b, v in samples.items()},
+        "num_classes": classes, "first_step_s": first, "wall_s": wall, "cpu_s": cpu,
     }  # fmt: skip
 
 
+def paired_ratio(res: dict, base: str, backend: str) -> float:
+    """Median over repetitions of base CPU time / backend CPU time (the two steps of one
+    repetition run back to back, so a slow phase of the machine hits both)."""
+    pairs = zip(res["cpu_s"][base], res["cpu_s"][backend], strict=True)
+    return statistics.median(b / t for b, t in pairs)
+
+
 def step_table(results: list[dict]) -> str:
-    """Markdown: median step time, range and ratios per model and backend."""
+    """Markdown: CPU and wall seconds per step (medians) and paired ratios per backend."""
     rows = [
-        "| model | backend | step (s), median | range (s) | reference / backend "
-        "| eager / backend | first step (s) |",
+        "| model | backend | CPU s/step (median) | wall s/step (median, range) "
+        "| reference / backend | eager / backend | first step (s) |",
         "|---|---|---|---|---|---|---|",
     ]
     for res in results:
-        med = res["median_s"]
-        for b, t in med.items():
-            lo, hi = min(res["samples_s"][b]), max(res["samples_s"][b])
-            ref = f"{med['reference'] / t:.3f}" if "reference" in med else "n/a"
-            eager = f"{med['eager'] / t:.3f}" if "eager" in med else "n/a"
+        for b, cpu in res["cpu_s"].items():
+            wall = res["wall_s"][b]
+            ratios = [
+                f"{paired_ratio(res, base, b):.3f}" if base in res["cpu_s"] else "n/a"
+                for base in ("reference", "eager")
+            ]
             rows.append(
                 f"| {res['model']} ({res['batch']}x{res['size']}px, {res['num_classes']} cls) "
-                f"| {b} | {t:.3f} | {lo:.3f}-{hi:.3f} | {ref} | {eager} "
+                f"| {b} | {statistics.median(cpu):.3f} | {statistics.median(wall):.3f} "
+                f"({min(wall):.2f}-{max(wall):.2f}) | {' | '.join(ratios)} "
                 f"| {res['first_step_s'][b]:.1f} |"
             )
     return "\n".join(rows)
