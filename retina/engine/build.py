@@ -27,7 +27,8 @@ from retina.engine.loader import ResumableLoader
 from retina.engine.logging import RunLogger
 from retina.engine.optim import WarmupLRSchedule, build_optimizer, scaled_lr
 from retina.engine.trainer import Trainer
-from retina.ops.focal_backend import get_backend, resolved_backend
+from retina.errors import ConfigError
+from retina.ops.focal_backend import resolved_backend
 from retina.utils.device import select_device
 from retina.utils.instantiate import instantiate_node
 
@@ -294,6 +295,34 @@ def wrap_model(model: nn.Module, device: torch.device, dist: DistInfo, compile: 
     return model
 
 
+def check_focal_kernels(
+    backend: str,
+    num_classes: int,
+    amp: torch.dtype | None,
+    device: torch.device,
+    rows: int = 1 << 15,
+) -> None:
+    """Before the first step of a run whose loss runs the Triton kernels (``backend`` is the
+    resolved ``"triton"``): compare them with the float64 reference
+    (:func:`retina.ops.focal_triton_check.check_triton`) at ``rows`` anchors x the run's
+    classes, in float32 and the AMP dtype. A mismatch stops the run with a
+    :class:`ConfigError` naming ``loss.backend``. Other backends: nothing to check."""
+    if backend != "triton":
+        return
+    from retina.ops.focal_triton_check import check_triton
+
+    for dtype in dict.fromkeys((torch.float32, amp or torch.float32)):
+        problems = check_triton(rows, num_classes, dtype, device)
+        if problems:
+            raise ConfigError(
+                "loss.backend",
+                f"the Triton focal-loss kernels disagree with the float64 reference on "
+                f"{device} ({problems[0]}); run python scripts/check_triton.py for details, "
+                "or train with loss.backend=eager",
+            )
+    log.info("focal-loss kernels: Triton agrees with the reference (%d x %d)", rows, num_classes)
+
+
 def build_training_run(cfg: DictConfig, run_dir: Path, dist: DistInfo) -> TrainingRun:
     """Data, model, optimizer, loaders, hooks and trainer for a validated config; restores
     the newest checkpoint of ``run_dir/checkpoints`` when ``train.resume`` is set."""
@@ -350,10 +379,10 @@ def build_training_run(cfg: DictConfig, run_dir: Path, dist: DistInfo) -> Traini
         "cat_ids": [int(c) for c in train_set.cat_ids],
         "class_names": list(train_set.class_names),
     }
-    focal_backend = resolved_backend(
-        getattr(model.cls_loss, "backend", None) or get_backend(), device.type
-    )
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp) if t.amp else None
+    focal_backend = resolved_backend(getattr(model.cls_loss, "backend", "eager"), device.type)
     log.info("focal-loss kernels: %s", focal_backend)
+    check_focal_kernels(focal_backend, train_set.num_classes, amp, device)
     checkpoint_hook = CheckpointHook(
         period=int(t.checkpoint_period),
         directory=ckpt_dir,
@@ -362,7 +391,6 @@ def build_training_run(cfg: DictConfig, run_dir: Path, dist: DistInfo) -> Traini
         logger=logger,
         enabled=dist.is_main,
     )
-    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp) if t.amp else None
     trainer = Trainer(
         model=wrap_model(model, device, dist, bool(t.compile)),
         optimizer=optimizer,
