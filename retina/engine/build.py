@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -278,16 +279,23 @@ def wrap_model(model: nn.Module, device: torch.device, dist: DistInfo, compile: 
     return model
 
 
-def build_training_run(cfg: DictConfig, run_dir: Path, dist: DistInfo) -> TrainingRun:
+def build_training_run(
+    cfg: DictConfig,
+    run_dir: Path,
+    dist: DistInfo,
+    model_factory: Callable[[DictConfig, DictConfig, int], nn.Module] = build_model,
+) -> TrainingRun:
     """Data, model, optimizer, loaders, hooks and trainer for a validated config; restores
-    the newest checkpoint of ``run_dir/checkpoints`` when ``train.resume`` is set."""
+    the newest checkpoint of ``run_dir/checkpoints`` when ``train.resume`` is set.
+    ``model_factory(cfg.model, cfg.loss, num_classes)`` builds the model (another
+    implementation, e.g. ``scripts/train_torchvision.py``, trains on the same data)."""
     from retina.data import collate_detection
 
     t = cfg.train
     device = select_device(str(t.device), "train.device", dist.local_rank)
     set_determinism(int(t.seed), bool(t.deterministic))
     train_set, val_set = build_datasets(cfg.data, prepare_data_root(cfg.data, dist))
-    model = build_model(cfg.model, cfg.loss, train_set.num_classes).to(device)
+    model = model_factory(cfg.model, cfg.loss, train_set.num_classes).to(device)
     if t.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer, scheduler = build_optimization(
@@ -335,7 +343,7 @@ def build_training_run(cfg: DictConfig, run_dir: Path, dist: DistInfo) -> Traini
         "class_names": list(train_set.class_names),
     }
     focal_backend = resolved_backend(
-        getattr(model.cls_loss, "backend", None) or get_backend(), device.type
+        getattr(getattr(model, "cls_loss", None), "backend", None) or get_backend(), device.type
     )
     log.info("focal-loss kernels: %s", focal_backend)
     checkpoint_hook = CheckpointHook(
