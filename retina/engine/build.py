@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -323,16 +324,23 @@ def check_focal_kernels(
     log.info("focal-loss kernels: Triton agrees with the reference (%d x %d)", rows, num_classes)
 
 
-def build_training_run(cfg: DictConfig, run_dir: Path, dist: DistInfo) -> TrainingRun:
+def build_training_run(
+    cfg: DictConfig,
+    run_dir: Path,
+    dist: DistInfo,
+    model_factory: Callable[[DictConfig, DictConfig, int], nn.Module] = build_model,
+) -> TrainingRun:
     """Data, model, optimizer, loaders, hooks and trainer for a validated config; restores
-    the newest checkpoint of ``run_dir/checkpoints`` when ``train.resume`` is set."""
+    the newest checkpoint of ``run_dir/checkpoints`` when ``train.resume`` is set.
+    ``model_factory(cfg.model, cfg.loss, num_classes)`` builds the model (another
+    implementation, e.g. ``scripts/train_torchvision.py``, trains on the same data)."""
     from retina.data import collate_detection
 
     t = cfg.train
     device = select_device(str(t.device), "train.device", dist.local_rank)
     set_determinism(int(t.seed), bool(t.deterministic))
     train_set, val_set = build_datasets(cfg.data, prepare_data_root(cfg.data, dist))
-    model = build_model(cfg.model, cfg.loss, train_set.num_classes).to(device)
+    model = model_factory(cfg.model, cfg.loss, train_set.num_classes).to(device)
     if t.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer, scheduler = build_optimization(
@@ -380,7 +388,9 @@ def build_training_run(cfg: DictConfig, run_dir: Path, dist: DistInfo) -> Traini
         "class_names": list(train_set.class_names),
     }
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp) if t.amp else None
-    focal_backend = resolved_backend(getattr(model.cls_loss, "backend", "eager"), device.type)
+    focal_backend = resolved_backend(
+        getattr(getattr(model, "cls_loss", None), "backend", "eager"), device.type
+    )
     log.info("focal-loss kernels: %s", focal_backend)
     check_focal_kernels(focal_backend, train_set.num_classes, amp, device)
     checkpoint_hook = CheckpointHook(
