@@ -12,9 +12,15 @@ with a progress bar (offline: one line naming the URL and the path to put the fi
 v1 (P6 from P5, L1 box loss) or v2 (P6 from C5, GroupNorm heads, GIoU) is recognised from
 the weights. The backbone's norm epsilon is not stored in a state dict: by default v1 gets
 0.0 (torchvision sets it for its COCO_V1 weights) and v2 1e-5; ``--norm-eps`` overrides.
-torchvision's 91 outputs are COCO category ids (0 = background, some ids unused), so the
-checkpoint's ``cat_ids`` maps label i to category id i. Evaluate at torchvision's resolution
-(shorter side 800, longer side at most 1333) to reproduce its 36.4 / 41.5 AP.
+torchvision's 91 outputs are COCO category ids (0 = ``__background__``, and 10 ``N/A`` ids
+that COCO 2017 does not use). The checkpoint keeps only the 80 real ones: the rows of the
+other 11 are dropped from the classification head's last conv, and ``cat_ids`` /
+``class_names`` are COCO's 80 ids (1..90 without the gaps) and names, so label j is category
+``cat_ids[j]`` and evaluation on ``instances_val2017.json`` matches its categories. (A head
+with another number of classes keeps every output, label i = category id i.) The checkpoint
+also carries torchvision's resize (shorter side 800, longer side at most 1333) as its
+``data.val_transforms``, which ``retina-predict`` uses; ``retina-eval data=coco`` uses the
+same sizes. Evaluated so, the published weights give torchvision's 36.4 / 41.5 AP.
 """
 
 from __future__ import annotations
@@ -27,7 +33,12 @@ import torch
 
 from retina.errors import ConfigError
 from retina.modeling.pretrained import is_weights_file, load_weights
-from retina.modeling.torchvision import convert_state_dict, infer_config_from_state_dict
+from retina.modeling.torchvision import (
+    coco_categories,
+    convert_state_dict,
+    infer_config_from_state_dict,
+    select_classes,
+)
 
 WEIGHTS_NAMES = (
     "RetinaNet_ResNet50_FPN_Weights.COCO_V1",
@@ -67,21 +78,24 @@ def build_checkpoint(state: dict, norm_eps: float | None = None) -> dict:
         cfg["norm_eps"] = float(norm_eps)
     cfg["weights"] = None
     num_classes = cfg["num_classes"]
-    names = [str(i) for i in range(num_classes)]
-    if num_classes == 91:
-        from torchvision.models.detection.retinanet import _COCO_CATEGORIES
-
-        names = list(_COCO_CATEGORIES)
+    model = convert_state_dict(state)
+    cat_ids, names = list(range(num_classes)), [str(i) for i in range(num_classes)]
+    if num_classes == 91:  # COCO: drop __background__ and N/A, keep the 80 categories
+        cat_ids, names = coco_categories()
+        model = select_classes(model, cat_ids, num_classes)
     model_cfg = {"_target_": "retina.modeling.build_retinanet", **cfg}
     del model_cfg["num_classes"]  # rebuilt from len(cat_ids), as for trained checkpoints
     return {
-        "model": convert_state_dict(state),
+        "model": model,
         "iteration": 0,
         "config": {
             "model": model_cfg,
             "loss": {"_target_": "retina.modeling.losses.FocalLoss", "gamma": 2.0, "alpha": 0.25},
+            # torchvision's GeneralizedRCNNTransform sizes, for retina-predict
+            "data": {"val_transforms": {"_target_": "retina.data.build_transforms",
+                                        "train": False, "min_size": 800, "max_size": 1333}},
         },
-        "cat_ids": list(range(num_classes)),
+        "cat_ids": cat_ids,
         "class_names": names,
         "source": "torchvision",
     }

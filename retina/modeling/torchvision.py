@@ -17,15 +17,23 @@ Parity notes (what is and is not reproduced):
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
+import torch
 from torch import Tensor, nn
 
 from retina.modeling.build import build_retinanet
 from retina.modeling.losses import FocalLoss
 from retina.modeling.retinanet import RetinaNet
 
-__all__ = ["from_torchvision", "convert_state_dict", "infer_config_from_state_dict"]
+__all__ = [
+    "from_torchvision", "convert_state_dict", "infer_config_from_state_dict", "coco_categories",
+    "select_classes", "TORCHVISION_UNUSED",
+]  # fmt: skip
+
+TORCHVISION_UNUSED = ("__background__", "N/A")
+"""Names of the slots of torchvision's 91-way COCO head that are no COCO category: output 0
+and the 10 ids COCO 2017 skips (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)."""
 
 _RENAMES = (
     (r"^backbone\.body\.", "backbone.body."),
@@ -66,6 +74,37 @@ def convert_state_dict(
                 break
         else:
             raise ValueError(f"state dict key {key!r} is not part of a torchvision RetinaNet")
+    return out
+
+
+def coco_categories() -> tuple[list[int], list[str]]:
+    """COCO 2017's 80 category ids and names, in the order of torchvision's 91-way head
+    (whose output ``i`` is category id ``i``), without the :data:`TORCHVISION_UNUSED` slots.
+    The names are those of ``instances_val2017.json``."""
+    from torchvision.models.detection.retinanet import _COCO_CATEGORIES
+
+    kept = [(i, n) for i, n in enumerate(_COCO_CATEGORIES) if n not in TORCHVISION_UNUSED]
+    return [i for i, _ in kept], [n for _, n in kept]
+
+
+def select_classes(
+    state: Mapping[str, Tensor], keep: Sequence[int], num_classes: int
+) -> dict[str, Tensor]:
+    """A converted state dict whose classification head only has the outputs ``keep``.
+
+    The last conv ``head.cls_score`` has ``A * num_classes`` output channels, anchor-major
+    (channel ``a * num_classes + k``); the rows of every anchor's kept classes are kept in
+    order, so new label ``j`` is old output ``keep[j]`` with the same weights and bias.
+    """
+    out = dict(state)
+    weight, bias = state["head.cls_score.weight"], state["head.cls_score.bias"]
+    if weight.shape[0] % num_classes or not all(0 <= k < num_classes for k in keep):
+        raise ValueError(f"cannot keep classes {list(keep)[:5]}... of a {num_classes}-class head "
+                         f"with {weight.shape[0]} outputs")  # fmt: skip
+    anchors = weight.shape[0] // num_classes
+    rows = torch.tensor([a * num_classes + k for a in range(anchors) for k in keep])
+    out["head.cls_score.weight"] = weight[rows].clone()
+    out["head.cls_score.bias"] = bias[rows].clone()
     return out
 
 

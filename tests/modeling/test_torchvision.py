@@ -191,3 +191,106 @@ def test_convert_script_offline_and_unknown_names(torch_home, tmp_path):
     with pytest.raises(SystemExit, match="ResNet50_Weights.IMAGENET1K_V1: neither an existing"):
         script.main(["ResNet50_Weights.IMAGENET1K_V1", str(tmp_path / "out.pt")])
     assert not (tmp_path / "out.pt").exists()
+
+
+# ../shared/data beside the repository, as in tests/data/test_shared_data.py
+COCO128 = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "coco128"
+DOG = 18  # torchvision's output 18 is COCO category id 18, "dog"
+
+
+def _favouring_dog_checkpoint(tmp_path: Path) -> Path:
+    """A torchvision v1-layout RetinaNet (ResNet-18 FPN: quick) with COCO's 91 outputs whose
+    class bias favours output 18 at every anchor, converted by the script."""
+    from torchvision.models import resnet18
+    from torchvision.models.detection import RetinaNet
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+    torch.manual_seed(0)
+    backbone = _resnet_fpn_extractor(resnet18(), 5, returned_layers=[2, 3, 4],
+                                     extra_blocks=LastLevelP6P7(256, 256))  # fmt: skip
+    tv = RetinaNet(backbone, num_classes=91)
+    with torch.no_grad():
+        bias = tv.head.classification_head.cls_logits.bias.view(9, 91)
+        bias.fill_(-10.0)
+        bias[:, DOG] = 10.0
+    src, dst = tmp_path / "tv_r18.pth", tmp_path / "r18_coco.pt"
+    torch.save(tv.state_dict(), src)
+    assert _load_script().main([str(src), str(dst)]) == 0
+    return dst
+
+
+def test_converted_coco_checkpoint_has_the_80_categories(tmp_path, capsys):
+    """Label j of a converted 91-way head is COCO category ``cat_ids[j]``: the 80 ids
+    1..90 without COCO's gaps and their names; __background__ and N/A are never emitted."""
+    from torchvision.models.detection.retinanet import _COCO_CATEGORIES
+
+    state = load_checkpoint(_favouring_dog_checkpoint(tmp_path))
+    assert "80 classes" in capsys.readouterr().out
+    gaps = {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}
+    assert state["cat_ids"] == [i for i in range(1, 91) if i not in gaps]
+    assert state["class_names"] == [_COCO_CATEGORIES[i] for i in state["cat_ids"]]
+    assert not {"__background__", "N/A"} & set(state["class_names"])
+    assert state["model"]["head.cls_score.weight"].shape[0] == 9 * 80
+    assert state["config"]["data"]["val_transforms"]["min_size"] == 800
+    model = build_model_from_checkpoint(state, "r18_coco.pt").eval()
+    with torch.no_grad():
+        (det,) = model([torch.rand(3, 128, 160)])
+    labels = det["labels"].unique().tolist()
+    assert labels == [state["cat_ids"].index(DOG)]
+
+
+def _run_main(main) -> None:
+    """A console script's ``main`` in-process; success is returning or exiting with 0."""
+    try:
+        main()
+    except SystemExit as exit_:
+        assert exit_.code in (0, None), exit_.code
+
+
+@pytest.mark.skipif(not (COCO128 / "annotations").is_dir(), reason="coco128 not present")
+def test_converted_checkpoint_through_eval_and_predict_on_coco(tmp_path, monkeypatch):
+    """``retina-eval ... data=coco`` on coco128's real annotation file (its 80 categories; one
+    image, at 320 px to be quick) and ``retina-predict`` (torchvision's 800 / 1333 resize from
+    the checkpoint): every detection is category 18, "dog", by id and by name."""
+    import json
+    import sys
+
+    from omegaconf import OmegaConf
+
+    from retina.cli import eval as eval_cli
+    from retina.cli import predict as predict_cli
+
+    ckpt = _favouring_dog_checkpoint(tmp_path)
+    coco = json.loads((COCO128 / "annotations" / "instances_train2017.json").read_text())
+    image = coco["images"][0]
+    coco["images"] = [image]
+    coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] == image["id"]]
+    ann = tmp_path / "one_image.json"
+    ann.write_text(json.dumps(coco))
+    run_dir = tmp_path / "eval"
+    monkeypatch.setattr(sys, "argv", [
+        "retina-eval", f"checkpoint={ckpt}", "data=coco", f"data.root={COCO128}",
+        f"data.val_ann={ann}", "data.val_images=train2017", "data.val_transforms.min_size=320",
+        "data.val_transforms.max_size=480", "eval.device=cpu", f"hydra.run.dir={run_dir}"])
+    _run_main(eval_cli.main)
+    results = json.loads((run_dir / "coco_results.json").read_text())
+    assert results and {r["category_id"] for r in results} == {DOG}
+    assert "AP" in json.loads((run_dir / "metrics.json").read_text())
+
+    state = load_checkpoint(ckpt)
+    resize = predict_cli._transforms(OmegaConf.create({"min_size": None, "max_size": None}),
+                                     state)
+    empty = torch.zeros((0, 4)).numpy()
+    resized = resize(torch.zeros((480, 640, 3), dtype=torch.uint8).numpy(), empty,
+                     torch.zeros(0, dtype=torch.int64).numpy(), empty)[0]
+    assert resized.shape[:2] == (800, 1067)  # torchvision: 800 short side, 1333 cap
+    out = tmp_path / "pred"
+    monkeypatch.setattr(sys, "argv", [
+        "retina-predict", f"checkpoint={ckpt}", f"output={out}",
+        f"input={COCO128 / 'train2017' / image['file_name']}", "device=cpu",
+        f"hydra.run.dir={tmp_path / 'predict'}"])
+    _run_main(predict_cli.main)
+    (record,) = json.loads((out / "detections.json").read_text())["images"]
+    assert record["detections"]
+    assert {(d["category_id"], d["class_name"]) for d in record["detections"]} == {(DOG, "dog")}
