@@ -1,4 +1,4 @@
-"""Anchor boxes for P3-P7, cached per feature-map shapes, device and dtype."""
+"""Anchor boxes for P3-P7 (float32), cached per feature-map shapes and device."""
 
 from __future__ import annotations
 

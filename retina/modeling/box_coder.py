@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from retina.utils.checks import check_number
+
 __all__ = ["BoxCoder", "DEFAULT_SCALE_CLAMP"]
 
 DEFAULT_SCALE_CLAMP = math.log(1000.0 / 16)
@@ -34,7 +36,7 @@ class BoxCoder:
         if len(weights) != 4:
             raise ValueError(f"box_coder_weights={tuple(weights)}: expected 4 numbers")
         self.weights = tuple(float(w) for w in weights)
-        self.scale_clamp = scale_clamp
+        self.scale_clamp = check_number("scale_clamp", scale_clamp, 0.0, low_open=True)
 
     def encode(self, boxes: Tensor, anchors: Tensor) -> Tensor:
         """Targets ``(..., 4)`` for ``boxes`` ``(..., 4)`` relative to ``anchors`` ``(..., 4)``."""

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from retina.modeling.anchors import AnchorGenerator
 from retina.modeling.backbone import ResNetBackbone
-from retina.modeling.box_coder import BoxCoder
+from retina.modeling.box_coder import DEFAULT_SCALE_CLAMP, BoxCoder
 from retina.modeling.fpn import FPN
 from retina.modeling.head import RetinaNetHead
 from retina.modeling.losses import FocalLoss
@@ -42,9 +42,11 @@ def build_retinanet(
     bg_iou_thresh: float = 0.4,
     allow_low_quality_matches: bool = True,
     box_coder_weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
+    scale_clamp: float = DEFAULT_SCALE_CLAMP,
     box_loss: str = "smooth_l1",
     smooth_l1_beta: float = 0.1,
     loss_normalizer: str = "batch",
+    normalizer_momentum: float = 0.9,
     score_thresh: float = 0.05,
     topk_candidates: int = 1000,
     nms_thresh: float = 0.5,
@@ -67,6 +69,9 @@ def build_retinanet(
     ``depth=10`` with ``norm="bn"`` or ``"gn"`` and small ``fpn_channels``/``num_convs`` is
     the fast from-scratch CPU option. ``norm_eps`` is the backbone norm's epsilon
     (torchvision's COCO_V1 RetinaNet weights need 0.0). ``head_norm``: ``None`` or ``"gn"``.
+    ``scale_clamp``: the largest decoded log width/height ratio (:class:`BoxCoder`;
+    log(1000/16) as torchvision and detectron2). ``normalizer_momentum``: the EMA momentum of
+    ``loss_normalizer="ema"`` (detectron2's 0.9).
     """
     check_int("num_classes", num_classes)
     check_int("fpn_channels", fpn_channels)
@@ -99,12 +104,13 @@ def build_retinanet(
         head=head,
         anchor_generator=anchor_generator,
         matcher=Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches),
-        box_coder=BoxCoder(box_coder_weights),
+        box_coder=BoxCoder(box_coder_weights, scale_clamp=scale_clamp),
         num_classes=num_classes,
         cls_loss=cls_loss if cls_loss is not None else FocalLoss(gamma=2.0, alpha=0.25),
         box_loss=box_loss,
         smooth_l1_beta=smooth_l1_beta,
         loss_normalizer=loss_normalizer,
+        normalizer_momentum=normalizer_momentum,
         score_thresh=score_thresh,
         topk_candidates=topk_candidates,
         nms_thresh=nms_thresh,

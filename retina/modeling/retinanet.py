@@ -52,8 +52,9 @@ class RetinaNet(nn.Module):
             (the paper), per ``"image"`` then averaged (torchvision), or an ``"ema"`` of the
             batch count with ``normalizer_momentum`` 0.9 starting at 100 (detectron2).
             Under ``torch.distributed`` the batch count is summed over all processes inside
-            :meth:`losses` (as detectron2 does), so N processes compute the gradient of one
-            process with the whole global batch; no caller renormalises.
+            :meth:`losses` (detectron2 uses each process's local count), so N processes
+            compute the gradient of one process with the whole global batch; no caller
+            renormalises.
         score_thresh, topk_candidates: per level, keep scores > 0.05 and the best 1000.
         nms_thresh: class-wise NMS IoU (0.5). detections_per_img: 100 (the paper, COCO's
             maxDets and detectron2; torchvision uses 300).

@@ -229,11 +229,11 @@ def from_torchvision(tv_model: nn.Module) -> RetinaNet:
         detections_per_img=tv_model.detections_per_img,
         pixel_mean=tuple(float(v) for v in transform.image_mean),
         pixel_std=tuple(float(v) for v in transform.image_std),
+        scale_clamp=float(tv_model.box_coder.bbox_xform_clip),
         cls_loss=FocalLoss(gamma=2.0, alpha=0.25),
         **_anchor_args(tv_model.anchor_generator),
     )
     model = build_retinanet(**cfg)
-    model.box_coder.scale_clamp = float(tv_model.box_coder.bbox_xform_clip)
     converted = convert_state_dict(state, keep_num_batches_tracked=norm == "bn")
     model.load_state_dict(converted, strict=False)
     missing, unexpected = _diff(model, converted)
