@@ -44,6 +44,7 @@ def _raise_terminated(signum: int, frame: Any) -> None:
 def run_cli(app: Callable[[], Any], prog: str) -> None:
     """Run a ``@hydra.main`` function with one-line errors for bad input.
 
+    The model defaults node is registered first (:mod:`retina.engine.defaults`).
     Hydra prints its own errors (an unknown override key, a missing config group option)
     over several lines unless ``HYDRA_FULL_ERROR`` is set, in which case it re-raises them;
     so it is set here and the error printed as one line by :func:`exit_on_user_error`.
@@ -51,6 +52,9 @@ def run_cli(app: Callable[[], Any], prog: str) -> None:
     cleanup. An ``OSError`` on a named path that escapes (Hydra creating an unwritable or
     occupied ``hydra.run.dir``) is one line too.
     """
+    from retina.engine.defaults import register_defaults
+
+    register_defaults()  # configs/model/*.yaml extend it
     os.environ["HYDRA_FULL_ERROR"] = "1"
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
