@@ -204,12 +204,14 @@ def loss_cdf_from_checkpoint(
             checkpoint, the data config key or the dataset file at fault.
     """
     from retina.data import collate_detection
-    from retina.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
+    from retina.engine.inference import check_label_mapping, load_for_inference
+    from retina.utils.device import select_device
 
-    state = load_checkpoint(checkpoint)
-    model = build_model_from_checkpoint(state, checkpoint)
-    model.eval().to(device)
+    torch_device = select_device(device, "device")
+    model, state = load_for_inference(str(checkpoint))
+    model.to(torch_device)
     dataset = _val_dataset(state.get("config") or {}, data, data_overrides, checkpoint)
+    check_label_mapping(state, dataset, str(checkpoint))
     count = min(max_images, len(dataset))
     losses: dict[float, tuple[list[Tensor], list[Tensor]]] = {float(g): ([], []) for g in gammas}
     for start in range(0, count, batch_size):
@@ -217,7 +219,8 @@ def loss_cdf_from_checkpoint(
         images, targets = collate_detection([b for b in batch if b is not None])
         if not images:
             continue
-        logits, labels = anchor_logits_and_labels(model, [im.to(device) for im in images], targets)
+        images = [im.to(torch_device) for im in images]
+        logits, labels = anchor_logits_and_labels(model, images, targets)
         for gamma, (pos, neg) in per_anchor_losses(logits, labels, gammas).items():
             losses[gamma][0].append(pos.cpu())
             losses[gamma][1].append(neg.cpu())

@@ -95,6 +95,7 @@ class RetinaNet(nn.Module):
         check_int("topk_candidates", topk_candidates)
         check_int("detections_per_img", detections_per_img)
         check_number("normalizer_momentum", normalizer_momentum, 0.0, 1.0)
+        check_number("smooth_l1_beta", smooth_l1_beta, 0.0)
         self.backbone = backbone
         self.fpn = fpn
         self.head = head
