@@ -26,6 +26,7 @@ def make_checkpoint(root: Path, num_classes: int = 3, size: int = 96) -> Path:
     data_root = root / "shapes"
     make_shapes_dataset(data_root, train=0, val=4, size=size, num_classes=num_classes, workers=1)
     model_cfg = yaml.safe_load((REPO / "configs/model/retinanet_tiny.yaml").read_text())
+    del model_cfg["defaults"]  # the choices only; the constructors default the rest
     loss_cfg = yaml.safe_load((REPO / "configs/loss/focal.yaml").read_text())
     data_cfg = yaml.safe_load((REPO / "configs/data/shapes.yaml").read_text())
     data_cfg.update(root=str(data_root), generator=None)
