@@ -1,9 +1,6 @@
 """retina-predict: drawn PNGs and detections.json from a random-weight tiny checkpoint."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -47,15 +44,13 @@ def setup(tmp_path_factory):
     return root, ckpt, images
 
 
-def test_predict_folder(setup):
+def test_predict_folder(setup, run_main):
+    from retina.cli.predict import main
+
     root, ckpt, images = setup
     out = root / "out"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "retina.cli.predict", f"checkpoint={ckpt}", f"input={images}",
-         f"output={out}", "score_thresh=0.0", f"hydra.run.dir={root / 'run'}"],
-        cwd=root, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    proc = run_main(main, "retina-predict", f"checkpoint={ckpt}", f"input={images}",
+                    f"output={out}", "score_thresh=0.0", f"hydra.run.dir={root / 'run'}")
     assert proc.returncode == 0, proc.stderr
     result = json.loads((out / "detections.json").read_text())
     assert [r["output"] for r in result["images"]] == ["a.png.png", "b.jpg.png", "c.png.png"]
