@@ -31,6 +31,7 @@ import numpy as np
 from retina.data.columns import BOX_TOLERANCE, columns_are_valid, extract_columns
 from retina.data.images import read_image
 from retina.errors import DataError
+from retina.utils.interrupts import exit_on_interrupt
 from retina.utils.io import non_regular_kind
 
 
@@ -319,6 +320,7 @@ def raise_for_problems(problems: Sequence[Problem], warnings: bool = False) -> N
         raise DataError(f"{problems[0].message}{more}")
 
 
+@exit_on_interrupt("retina-check-data")
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point ``retina-check-data ANN_FILE [IMAGE_ROOT] [--strict]``: prints
     each problem as ``error: ...`` or ``warning: ...``; exit 1 on errors (and on warnings
