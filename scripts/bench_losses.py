@@ -32,7 +32,6 @@ Usage: python scripts/bench_losses.py [--out bench_results/losses.json] [--repea
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -44,12 +43,14 @@ from pathlib import Path
 import torch
 from torchvision.ops import sigmoid_focal_loss as tv_sigmoid_focal_loss
 
+from retina.errors import ResultsError
 from retina.ops import (
     focal_backend,
     focal_native,
     sigmoid_focal_loss,
     sigmoid_focal_loss_from_labels,
 )
+from retina.utils.io import require_output_file, write_json_atomic
 
 CPU_SHAPE = (98_208, 80)
 CUDA_ANCHORS = 16 * 9 * sum((896 // s) * (1408 // s) for s in (8, 16, 32, 64, 128))
@@ -287,6 +288,10 @@ def main() -> None:
         return
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
+    try:
+        require_output_file(args.out, "--out")
+    except ResultsError as exc:
+        raise SystemExit(f"bench_losses: error: {exc}") from None
     torch.set_num_threads(args.threads)
     results = []
     meta = {"torch": torch.__version__, "threads": args.threads, "repeats": args.repeats}
@@ -309,8 +314,7 @@ def main() -> None:
     for backend in backends:
         for device in devices:
             results.append(run_device(device, backend, args.repeats))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    write_json_atomic(args.out, {"meta": meta, "results": results}, indent=2)
     print(table(results))
     if "native_build_s" in meta:
         print(f"\nnative: cold build of the C library {meta['native_build_s']:.1f} s")
