@@ -45,8 +45,8 @@ def test_atomic_writes_refuse_to_replace_what_is_not_a_regular_file(tmp_path):
     os.mkfifo(fifo)
     link.symlink_to("/proc/self/fd/1")
     folder.mkdir()
-    for path, kind in ((fifo, "a named pipe"), (link, "a symbolic link (to /proc/self/fd/1)"),
-                       (folder, "a folder")):
+    for path, kind in ((fifo, "a named pipe (FIFO)"), (folder, "a folder"),
+                       (link, "a symbolic link (to /proc/self/fd/1)")):
         with pytest.raises(ResultsError, match=rf"{path.name}: cannot write \(it is "
                                                rf"{re.escape(kind)}, not a regular file\)$"):
             write_json_atomic(path, {"AP": 1.0})
