@@ -82,13 +82,20 @@ def test_convert_data_out(yolo, tmp_path, capsys, kind):
         ["out.json"] + (["target.json"] if kind == "file_link" else []))
 
 
-def test_convert_data_out_char_device(yolo, capsys):
-    """/dev/null (as root, renaming over it would replace the device)."""
+def test_convert_data_out_char_device(yolo, tmp_path, capsys):
+    """A character device such as /dev/full: as root, renaming over it would replace it.
+    (A private node like /dev/null's, never the real one: old code replaced what it got.)"""
+    device = tmp_path / "full"
+    try:
+        os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 7))
+    except (PermissionError, OSError):
+        pytest.skip("cannot create a device node here (needs root)")
     status = convert_data.main(["yolo", str(yolo / "labels"), str(yolo / "images"),
-                                "--names", str(yolo / "names.txt"), "--out", os.devnull])
+                                "--names", str(yolo / "names.txt"), "--out", str(device)])
     err = capsys.readouterr().err
     assert status == 1 and "--out is a character device, not a regular file" in err
-    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
+    assert stat.S_ISCHR(os.lstat(device).st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["full"]
 
 
 @pytest.mark.parametrize("kind", ["fifo", "file", "stdout_link"])
