@@ -129,8 +129,12 @@ class ConversionReport:
 
 def _coco_box(x: float, y: float, w: float, h: float, size: tuple[int, int], where: str,
               report: ConversionReport) -> list[float]:
-    """``[x, y, w, h]`` rounded to 2 decimals; notes a zero-area or partly outside box."""
+    """``[x, y, w, h]`` rounded to 2 decimals; notes a zero-area or partly outside box.
+    Coordinates whose area overflows (``1e308``) are no box: :class:`DataError`."""
     box = [round(v, 2) for v in (x, y, w, h)]
+    if not all(math.isfinite(v) for v in (*box, box[0] + box[2], box[1] + box[3],
+                                          box[2] * box[3])):
+        raise DataError(f"{where}: box [x, y, w, h] = {box} is beyond any image")
     if box[2] <= 0 or box[3] <= 0:
         report.add("zero_area", where)
     elif (box[0] < -BOX_TOLERANCE or box[1] < -BOX_TOLERANCE
@@ -602,6 +606,10 @@ def convert_yolo(label_dir: str | Path, image_dir: str | Path, names: Sequence[s
         images.append({"id": image_id, "file_name": _relative(path, image_dir),
                        "width": size[0], "height": size[1]})
         label = label_dir / f"{path.stem}.txt"
+        kind = non_regular_kind(label) or ("a broken symbolic link" if label.is_symlink()
+                                           and not label.exists() else None)
+        if kind is not None:
+            raise DataError(f"{label}: label file is {kind}, not a regular file")
         if not label.is_file():
             report.add("no_labels", path.name)
             continue

@@ -6,6 +6,7 @@ basenames.)"""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -446,3 +447,19 @@ def test_yolo_coco_ids_check_the_names_against_cocos(yolo):
         yolo_convert(yolo, names=swapped, coco_ids=True)
     with pytest.raises(DataError, match=r"has 'n0' at index 0, where COCO has 'person'"):
         yolo_convert(yolo, names=[f"n{i}" for i in range(80)], coco_ids=True)
+
+
+def test_voc_box_beyond_any_image_is_an_error(voc):
+    """1e308 is finite, but its area is not: the JSON would hold Infinity."""
+    (voc / "Annotations" / "a.xml").write_text(voc_xml("a.jpg", [("dog", 1, 1, "1e308", 5)]))
+    with pytest.raises(DataError, match=r"a\.xml object 0: box \[x, y, w, h\] = \[0\.0, 0\.0, "
+                                        r"1e\+308, 5\.0\] is beyond any image$"):
+        convert(voc)
+
+
+def test_yolo_label_file_that_is_not_a_file_is_an_error(yolo):
+    """A FIFO (or a folder) named like a label file is not 'an image without labels'."""
+    os.mkfifo(yolo / "labels" / "c.txt")
+    with pytest.raises(DataError, match=r"c\.txt: label file is a named pipe \(FIFO\), not a "
+                                        r"regular file$"):
+        yolo_convert(yolo)
