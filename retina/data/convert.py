@@ -29,7 +29,13 @@ from typing import Any
 from xml.parsers import expat
 
 from retina.data.columns import BOX_TOLERANCE
-from retina.data.images import SWAPS_AXES, image_header, image_size, upright_box
+from retina.data.images import (
+    IMAGE_SUFFIXES,
+    SWAPS_AXES,
+    image_header,
+    image_size,
+    upright_box,
+)
 from retina.errors import DataError
 from retina.utils.io import non_regular_kind, require_regular_file
 
@@ -37,7 +43,6 @@ __all__ = [
     "COCO80_TO_91",
     "COCO_NAMES",
     "EXIF_FRAMES",
-    "IMAGE_SUFFIXES",
     "ConversionReport",
     "check_class_names",
     "check_coco_names",
@@ -46,9 +51,6 @@ __all__ = [
     "load_yolo_names",
     "read_split_file",
 ]
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-"""Suffixes listed as images in a YOLO image folder (the content decides how it decodes)."""
 
 COCO80_TO_91 = (
     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27,

@@ -25,8 +25,12 @@ import numpy as np
 
 from retina.errors import DataError
 
-__all__ = ["EXIF_ORIENTATION", "SWAPS_AXES", "image_header", "image_size", "read_image",
-           "upright_box"]
+__all__ = ["EXIF_ORIENTATION", "IMAGE_SUFFIXES", "SWAPS_AXES", "image_header", "image_size",
+           "read_image", "upright_box"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+"""File suffixes (lower case) taken as images when a folder is listed (``retina-predict``,
+the converters); :func:`read_image` itself goes by the content."""
 
 EXIF_ORIENTATION = 0x0112
 """EXIF tag of the orientation (1 = upright; 5..8 swap width and height)."""
