@@ -286,7 +286,7 @@ def train_step_bench(model_name: str, backends: list[str], repeats: int) -> dict
         """(wall seconds, this process's CPU seconds) of one training step."""
         model.cls_loss = losses[backend]
         wall, cpu = time.perf_counter(), time.process_time()
-        loss = sum(model(images, targets).values())
+        loss = sum(model(images, targets).losses.values())
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
