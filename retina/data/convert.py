@@ -248,14 +248,16 @@ def _voc_flag(obj: ET.Element, key: str, xml: Path, index: int) -> bool:
     return number == 1.0
 
 
-def _image_index(image_dir: Path) -> dict[str, list[str]]:
-    """Stem -> names of the images (suffixes :data:`IMAGE_SUFFIXES`, any case) in
-    ``image_dir``."""
+def _index_by_stem(folder: Path, suffixes: Sequence[str], files_only: bool = True
+                   ) -> dict[str, list[str]]:
+    """Stem -> sorted names of the entries of ``folder`` with one of ``suffixes`` (any case:
+    ``a.JPG``, ``b.TXT``); regular files (symlinks followed) only, unless ``files_only`` is
+    False."""
     index: dict[str, list[str]] = {}
-    with os.scandir(image_dir) as entries:
+    with os.scandir(folder) as entries:
         for entry in entries:
             path = Path(entry.name)
-            if path.suffix.lower() in IMAGE_SUFFIXES and entry.is_file():
+            if path.suffix.lower() in suffixes and (not files_only or entry.is_file()):
                 index.setdefault(path.stem, []).append(entry.name)
     return {stem: sorted(names) for stem, names in index.items()}
 
@@ -375,7 +377,8 @@ def convert_voc(ann_dir: str | Path, image_dir: str | Path, *,
             if not xml.is_file():
                 raise DataError(f"{split_file}: lists {xml.stem}, but {xml} does not exist")
     else:
-        xmls = sorted(ann_dir.glob("*.xml"))
+        xmls = sorted(ann_dir / n for names in _index_by_stem(ann_dir, (".xml",), False).values()
+                      for n in names)
         if not xmls:
             raise DataError(f"{ann_dir}: no .xml annotation file")
     if classes is not None:
@@ -384,7 +387,7 @@ def convert_voc(ann_dir: str | Path, image_dir: str | Path, *,
             raise DataError(f"--classes must be distinct non-empty names, got {classes}")
 
     report = ConversionReport()
-    index = _image_index(image_dir)
+    index = _index_by_stem(image_dir, IMAGE_SUFFIXES)
     images: list[dict[str, Any]] = []
     objects: list[tuple[int, str, list[float], bool]] = []  # image id, class, box, crowd
     seen_files: dict[str, Path] = {}
@@ -596,9 +599,12 @@ def convert_yolo(label_dir: str | Path, image_dir: str | Path, names: Sequence[s
                             f"label file {path.stem}.txt would be ambiguous")
         by_stem[path.stem] = path
     report = ConversionReport()
-    for label in sorted(label_dir.glob("*.txt")):
-        if label.stem not in by_stem and label.name != "classes.txt":  # LabelImg's names
-            report.add("stray", label.name)
+    labels = _index_by_stem(label_dir, (".txt",), files_only=False)
+    for stem, found in sorted(labels.items()):
+        if len(found) > 1 and stem in by_stem:
+            raise DataError(f"{label_dir}: {' and '.join(found)} both label {by_stem[stem].name}")
+        if stem not in by_stem and stem.lower() != "classes":  # LabelImg's names file
+            report.add("stray", found[0])
 
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
@@ -607,14 +613,14 @@ def convert_yolo(label_dir: str | Path, image_dir: str | Path, names: Sequence[s
         size = image_size(path)
         images.append({"id": image_id, "file_name": _relative(path, image_dir),
                        "width": size[0], "height": size[1]})
-        label = label_dir / f"{path.stem}.txt"
-        kind = non_regular_kind(label) or ("a broken symbolic link" if label.is_symlink()
-                                           and not label.exists() else None)
-        if kind is not None:
-            raise DataError(f"{label}: label file is {kind}, not a regular file")
-        if not label.is_file():
+        if path.stem not in labels:
             report.add("no_labels", path.name)
             continue
+        label = label_dir / labels[path.stem][0]
+        kind = non_regular_kind(label) or ("a broken symbolic link" if not label.exists()
+                                           else None)
+        if kind is not None:
+            raise DataError(f"{label}: label file is {kind}, not a regular file")
         try:
             lines = label.read_text(encoding="utf-8-sig").splitlines()
         except (OSError, UnicodeDecodeError) as exc:

@@ -463,3 +463,18 @@ def test_yolo_label_file_that_is_not_a_file_is_an_error(yolo):
     with pytest.raises(DataError, match=r"c\.txt: label file is a named pipe \(FIFO\), not a "
                                         r"regular file$"):
         yolo_convert(yolo)
+
+
+def test_upper_case_suffixes_are_not_skipped(voc, yolo):
+    """a.XML and b.TXT (Windows tools) were silently left out: a record lost, an image
+    written without its boxes."""
+    (voc / "Annotations" / "c.xml").rename(voc / "Annotations" / "c.XML")
+    data, _ = convert(voc)
+    assert [i["file_name"] for i in data["images"]] == ["a.jpg", "b.jpg", "c.png"]
+    (yolo / "labels" / "a.txt").rename(yolo / "labels" / "a.TXT")
+    data, report = yolo_convert(yolo)
+    assert [a["image_id"] for a in data["annotations"]] == [1, 1, 2]
+    assert report.notes["no_labels"] == ["c.png"]
+    (yolo / "labels" / "a.txt").write_text("0 0.5 0.5 0.2 0.4\n")
+    with pytest.raises(DataError, match=r"labels: a\.TXT and a\.txt both label a\.jpg$"):
+        yolo_convert(yolo)
