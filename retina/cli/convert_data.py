@@ -15,6 +15,7 @@ written (see :mod:`retina.data.convert`).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -105,13 +106,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DataError, ResultsError) as exc:
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return 1
-    print(f"wrote {out}: " + "\n".join(report.lines()))
-    root = Path(args.image_dir).resolve()
-    ann = out.resolve()
-    print("train on it (a second conversion gives the val split):\n"
-          f"  retina-train data=coco data.root={root} data.train_images=. "
-          f"data.train_ann={ann} data.val_images=. data.val_ann=VAL.json")
-    print(f"  retina-check-data {ann} {root}")
+    root, ann = Path(args.image_dir).resolve(), out.resolve()
+    try:
+        print(f"wrote {out}: " + "\n".join(report.lines()))
+        print("train on it (a second conversion gives the val split):\n"
+              f"  retina-train data=coco data.root={root} data.train_images=. "
+              f"data.train_ann={ann} data.val_images=. data.val_ann=VAL.json")
+        print(f"  retina-check-data {ann} {root}", flush=True)
+    except BrokenPipeError:  # `| head`: the JSON is written; the reader wanted less
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

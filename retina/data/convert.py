@@ -254,12 +254,23 @@ def _index_by_stem(folder: Path, suffixes: Sequence[str], files_only: bool = Tru
     ``a.JPG``, ``b.TXT``); regular files (symlinks followed) only, unless ``files_only`` is
     False."""
     index: dict[str, list[str]] = {}
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            path = Path(entry.name)
-            if path.suffix.lower() in suffixes and (not files_only or entry.is_file()):
-                index.setdefault(path.stem, []).append(entry.name)
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                path = Path(entry.name)
+                if path.suffix.lower() in suffixes and (not files_only or _is_file(entry)):
+                    index.setdefault(path.stem, []).append(entry.name)
+    except OSError as exc:
+        raise DataError(f"{folder}: cannot list the folder ({exc.strerror or exc})") from None
     return {stem: sorted(names) for stem, names in index.items()}
+
+
+def _is_file(entry: os.DirEntry) -> bool:
+    """A regular file (symlinks followed); False for a symlink loop or a vanished entry."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
 
 
 def _voc_fallback(name: str, xml: Path, image_dir: Path) -> Path | None:

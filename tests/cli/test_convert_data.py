@@ -138,3 +138,16 @@ def test_out_that_is_an_input_file_is_refused(voc, tmp_path, capsys):
     assert main(["voc", str(voc / "Annotations"), str(voc / "JPEGImages"), "--out", str(xml)]) == 1
     assert all(p.read_bytes() == content for p, content in before.items())
     assert main([*yolo, str(tmp_path / "labels.json")]) == 0
+
+
+def test_output_piped_into_a_closed_reader_is_no_traceback(voc, tmp_path):
+    """``retina-convert-data ... | head -1``: the reader is gone before the summary."""
+    out = tmp_path / "piped.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "retina.cli.convert_data", "voc", str(voc / "Annotations"),
+         str(voc / "JPEGImages"), "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)  # fmt: skip
+    proc.stdout.close()  # no reader: every print raises BrokenPipeError
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and err == b"" and json.loads(out.read_text())["images"]

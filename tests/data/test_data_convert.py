@@ -478,3 +478,10 @@ def test_upper_case_suffixes_are_not_skipped(voc, yolo):
     (yolo / "labels" / "a.txt").write_text("0 0.5 0.5 0.2 0.4\n")
     with pytest.raises(DataError, match=r"labels: a\.TXT and a\.txt both label a\.jpg$"):
         yolo_convert(yolo)
+
+
+def test_symlink_loop_in_the_image_folder_is_no_traceback(voc):
+    (voc / "JPEGImages" / "x.jpg").symlink_to("y.jpg")
+    (voc / "JPEGImages" / "y.jpg").symlink_to("x.jpg")
+    data, _ = convert(voc)
+    assert [i["file_name"] for i in data["images"]] == ["a.jpg", "b.jpg", "c.png"]
