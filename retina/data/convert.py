@@ -524,6 +524,9 @@ def load_yolo_names(path: str | Path) -> list[str]:
         names = _names_from_mapping(names, path)
     if not isinstance(names, list) or not names:
         raise DataError(f"{path}: needs 'names:' as a non-empty list or an index->name mapping")
+    count = data.get("nc", len(names))
+    if count != len(names) or isinstance(count, bool):
+        raise DataError(f"{path}: nc: {count!r} but names lists {len(names)} classes")
     for i, name in enumerate(names):
         if isinstance(name, bool) or not isinstance(name, (str, int)):
             hint = " (YAML reads yes/no/on/off/true/false as booleans: quote it)" \

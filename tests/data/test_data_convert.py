@@ -418,6 +418,8 @@ def test_yolo_label_file_with_a_byte_order_mark(yolo):
     ("names: {0: cat, 2: dog}\n", r"d\.yaml: names must map the indices 0\.\.1, got keys \[0, 2\]"),
     ("names: [cat, no]\n", r"d\.yaml: names\[1\] must be a name, got False \(YAML reads yes/no"),
     ("names: [cat, [dog]]\n", r"d\.yaml: names\[1\] must be a name, got \['dog'\]$"),
+    ("nc: 2\nnames: [cat, dog]\n", ["cat", "dog"]),
+    ("nc: 3\nnames: [cat, dog]\n", r"d\.yaml: nc: 3 but names lists 2 classes$"),
 ])  # fmt: skip
 def test_yolo_names_mappings_and_bad_values(tmp_path, text, expected):
     path = tmp_path / "d.yaml"
