@@ -39,6 +39,25 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, mon
     assert not list(tmp_path.glob(f"{TMP_PREFIX}*"))
 
 
+def test_json_is_strict(tmp_path):
+    """Issue 23: NaN and Infinity (e.g. ``retina-stats`` on an empty dataset) are not JSON;
+    they are written as null."""
+    import json
+    import math
+
+    import numpy as np
+
+    payload = {"a": math.nan, "b": [math.inf, -math.inf, 1.5], "c": np.float32("nan"),
+               "d": (np.float64(2.0), 3), "e": True}
+    path = write_json_atomic(tmp_path / "stats.json", payload, indent=2)
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not strict JSON: {constant}")
+
+    data = json.loads(path.read_text(), parse_constant=refuse)
+    assert data == {"a": None, "b": [None, None, 1.5], "c": None, "d": [2.0, 3], "e": True}
+
+
 def test_atomic_writes_refuse_to_replace_what_is_not_a_regular_file(tmp_path):
     """Renaming over a FIFO or a symbolic link would replace it instead of writing to it."""
     fifo, link, folder = tmp_path / "fifo.json", tmp_path / "link.json", tmp_path / "dir.json"
