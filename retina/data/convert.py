@@ -273,12 +273,17 @@ def _is_file(entry: os.DirEntry) -> bool:
         return False
 
 
+def _last_part(name: str) -> str:
+    """The file name at the end of a POSIX or Windows path (``C:\\data\\a.jpg`` -> ``a.jpg``)."""
+    return Path(name.replace("\\", "/")).name
+
+
 def _voc_fallback(name: str, xml: Path, image_dir: Path) -> Path | None:
-    """The image ``<filename>`` names inside ``image_dir`` (an absolute or ``..`` path by its
-    last component; an image suffix added when it has none), else None."""
+    """The image ``<filename>`` names inside ``image_dir`` (an absolute, ``..`` or Windows
+    path by its last component; an image suffix added when it has none), else None."""
     named = Path(name)
-    if named.is_absolute() or ".." in named.parts:
-        named = Path(named.name)
+    if named.is_absolute() or ".." in named.parts or "\\" in name:
+        named = Path(_last_part(name))
     if not named.name or named.name in (".", ".."):
         return None
     candidates = [image_dir / named]
@@ -293,7 +298,7 @@ def _voc_image(root: ET.Element, xml: Path, image_dir: Path, index: dict[str, li
     detectron2 and torchvision take it); ``<filename>`` only picks among several such images,
     or is the fallback when there is none (both noted when they disagree)."""
     name = (root.findtext("filename") or "").strip()
-    named = Path(name).name if name else ""
+    named = _last_part(name)
     stems = index.get(xml.stem, [])
     if stems:
         chosen = stems if len(stems) == 1 else [s for s in stems if s == named]

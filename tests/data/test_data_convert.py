@@ -204,9 +204,10 @@ def test_voc_filename_is_the_fallback_and_absolute_paths_stay_inside(voc, tmp_pa
     (voc / "Annotations" / "d.xml").write_text(voc_xml("/nowhere/zz.jpg", []))
     with pytest.raises(DataError, match=r"d\.xml: no image named d .*'/nowhere/zz\.jpg'$"):
         convert(voc)
-    (voc / "Annotations" / "d.xml").write_text(voc_xml("../../elsewhere/e.jpg", []))
-    data, _ = convert(voc)
-    assert data["images"][-1]["file_name"] == "e.jpg"
+    for windows_or_up in ("../../elsewhere/e.jpg", "C:\\Users\\me\\e.jpg"):
+        (voc / "Annotations" / "d.xml").write_text(voc_xml(windows_or_up, []))
+        data, _ = convert(voc)
+        assert data["images"][-1]["file_name"] == "e.jpg"
 
 
 @pytest.mark.parametrize("root_tag", ['annotation xmlns="http://example.com/voc"',
