@@ -15,6 +15,7 @@ written (see :mod:`retina.data.convert`).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +32,7 @@ with exit_on_interrupt("retina-convert-data"):  # Ctrl-C while loading: one line
         convert_yolo,
         load_yolo_names,
     )
+    from retina.data.images import IMAGE_SUFFIXES
     from retina.errors import DataError, ResultsError
     from retina.utils.io import require_output_file, write_json_atomic
 
@@ -64,6 +66,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_not_an_input(args: argparse.Namespace, out: Path) -> None:
+    """DataError when ``--out`` names one of the files the conversion reads (an annotation,
+    label, names, split or image file): the JSON would replace it."""
+    folder = args.ann_dir if args.format == "voc" else args.label_dir
+    kinds = {folder: (".xml",) if args.format == "voc" else (".txt",),
+             args.image_dir: IMAGE_SUFFIXES}
+    files = [f for f in (getattr(args, "names", None), getattr(args, "split_file", None)) if f]
+    if not out.exists():
+        return
+    hit = any(out.samefile(f) for f in files if Path(f).exists()) or any(
+        out.suffix.lower() in suffixes and out.resolve().parent == Path(d).resolve()
+        for d, suffixes in kinds.items())
+    if hit:
+        raise DataError(f"{out}: --out is one of the input files; nothing written")
+
+
 def _convert(args: argparse.Namespace) -> tuple[dict[str, Any], ConversionReport]:
     if args.format == "voc":
         classes = args.classes.split(",") if args.classes is not None else None
@@ -82,18 +100,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         out = require_output_file(args.out, "--out")
+        _check_not_an_input(args, out)
         data, report = _convert(args)
         write_json_atomic(out, data)
     except (DataError, ResultsError) as exc:
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return 1
-    print(f"wrote {out}: " + "\n".join(report.lines()))
-    root = Path(args.image_dir).resolve()
-    ann = out.resolve()
-    print("train on it (a second conversion gives the val split):\n"
-          f"  retina-train data=coco data.root={root} data.train_images=. "
-          f"data.train_ann={ann} data.val_images=. data.val_ann=VAL.json")
-    print(f"  retina-check-data {ann} {root}")
+    root, ann = Path(args.image_dir).resolve(), out.resolve()
+    try:
+        print(f"wrote {out}: " + "\n".join(report.lines()))
+        print("train on it (a second conversion gives the val split):\n"
+              f"  retina-train data=coco data.root={root} data.train_images=. "
+              f"data.train_ann={ann} data.val_images=. data.val_ann=VAL.json")
+        print(f"  retina-check-data {ann} {root}", flush=True)
+    except BrokenPipeError:  # `| head`: the JSON is written; the reader wanted less
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -248,24 +248,42 @@ def _voc_flag(obj: ET.Element, key: str, xml: Path, index: int) -> bool:
     return number == 1.0
 
 
-def _image_index(image_dir: Path) -> dict[str, list[str]]:
-    """Stem -> names of the images (suffixes :data:`IMAGE_SUFFIXES`, any case) in
-    ``image_dir``."""
+def _index_by_stem(folder: Path, suffixes: Sequence[str], files_only: bool = True
+                   ) -> dict[str, list[str]]:
+    """Stem -> sorted names of the entries of ``folder`` with one of ``suffixes`` (any case:
+    ``a.JPG``, ``b.TXT``); regular files (symlinks followed) only, unless ``files_only`` is
+    False."""
     index: dict[str, list[str]] = {}
-    with os.scandir(image_dir) as entries:
-        for entry in entries:
-            path = Path(entry.name)
-            if path.suffix.lower() in IMAGE_SUFFIXES and entry.is_file():
-                index.setdefault(path.stem, []).append(entry.name)
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                path = Path(entry.name)
+                if path.suffix.lower() in suffixes and (not files_only or _is_file(entry)):
+                    index.setdefault(path.stem, []).append(entry.name)
+    except OSError as exc:
+        raise DataError(f"{folder}: cannot list the folder ({exc.strerror or exc})") from None
     return {stem: sorted(names) for stem, names in index.items()}
 
 
+def _is_file(entry: os.DirEntry) -> bool:
+    """A regular file (symlinks followed); False for a symlink loop or a vanished entry."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
+
+
+def _last_part(name: str) -> str:
+    """The file name at the end of a POSIX or Windows path (``C:\\data\\a.jpg`` -> ``a.jpg``)."""
+    return Path(name.replace("\\", "/")).name
+
+
 def _voc_fallback(name: str, xml: Path, image_dir: Path) -> Path | None:
-    """The image ``<filename>`` names inside ``image_dir`` (an absolute or ``..`` path by its
-    last component; an image suffix added when it has none), else None."""
+    """The image ``<filename>`` names inside ``image_dir`` (an absolute, ``..`` or Windows
+    path by its last component; an image suffix added when it has none), else None."""
     named = Path(name)
-    if named.is_absolute() or ".." in named.parts:
-        named = Path(named.name)
+    if named.is_absolute() or ".." in named.parts or "\\" in name:
+        named = Path(_last_part(name))
     if not named.name or named.name in (".", ".."):
         return None
     candidates = [image_dir / named]
@@ -280,7 +298,7 @@ def _voc_image(root: ET.Element, xml: Path, image_dir: Path, index: dict[str, li
     detectron2 and torchvision take it); ``<filename>`` only picks among several such images,
     or is the fallback when there is none (both noted when they disagree)."""
     name = (root.findtext("filename") or "").strip()
-    named = Path(name).name if name else ""
+    named = _last_part(name)
     stems = index.get(xml.stem, [])
     if stems:
         chosen = stems if len(stems) == 1 else [s for s in stems if s == named]
@@ -375,7 +393,8 @@ def convert_voc(ann_dir: str | Path, image_dir: str | Path, *,
             if not xml.is_file():
                 raise DataError(f"{split_file}: lists {xml.stem}, but {xml} does not exist")
     else:
-        xmls = sorted(ann_dir.glob("*.xml"))
+        xmls = sorted(ann_dir / n for names in _index_by_stem(ann_dir, (".xml",), False).values()
+                      for n in names)
         if not xmls:
             raise DataError(f"{ann_dir}: no .xml annotation file")
     if classes is not None:
@@ -384,7 +403,7 @@ def convert_voc(ann_dir: str | Path, image_dir: str | Path, *,
             raise DataError(f"--classes must be distinct non-empty names, got {classes}")
 
     report = ConversionReport()
-    index = _image_index(image_dir)
+    index = _index_by_stem(image_dir, IMAGE_SUFFIXES)
     images: list[dict[str, Any]] = []
     objects: list[tuple[int, str, list[float], bool]] = []  # image id, class, box, crowd
     seen_files: dict[str, Path] = {}
@@ -510,6 +529,9 @@ def load_yolo_names(path: str | Path) -> list[str]:
         names = _names_from_mapping(names, path)
     if not isinstance(names, list) or not names:
         raise DataError(f"{path}: needs 'names:' as a non-empty list or an index->name mapping")
+    count = data.get("nc", len(names))
+    if count != len(names) or isinstance(count, bool):
+        raise DataError(f"{path}: nc: {count!r} but names lists {len(names)} classes")
     for i, name in enumerate(names):
         if isinstance(name, bool) or not isinstance(name, (str, int)):
             hint = " (YAML reads yes/no/on/off/true/false as booleans: quote it)" \
@@ -596,9 +618,12 @@ def convert_yolo(label_dir: str | Path, image_dir: str | Path, names: Sequence[s
                             f"label file {path.stem}.txt would be ambiguous")
         by_stem[path.stem] = path
     report = ConversionReport()
-    for label in sorted(label_dir.glob("*.txt")):
-        if label.stem not in by_stem and label.name != "classes.txt":  # LabelImg's names
-            report.add("stray", label.name)
+    labels = _index_by_stem(label_dir, (".txt",), files_only=False)
+    for stem, found in sorted(labels.items()):
+        if len(found) > 1 and stem in by_stem:
+            raise DataError(f"{label_dir}: {' and '.join(found)} both label {by_stem[stem].name}")
+        if stem not in by_stem and stem.lower() != "classes":  # LabelImg's names file
+            report.add("stray", found[0])
 
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
@@ -607,14 +632,14 @@ def convert_yolo(label_dir: str | Path, image_dir: str | Path, names: Sequence[s
         size = image_size(path)
         images.append({"id": image_id, "file_name": _relative(path, image_dir),
                        "width": size[0], "height": size[1]})
-        label = label_dir / f"{path.stem}.txt"
-        kind = non_regular_kind(label) or ("a broken symbolic link" if label.is_symlink()
-                                           and not label.exists() else None)
-        if kind is not None:
-            raise DataError(f"{label}: label file is {kind}, not a regular file")
-        if not label.is_file():
+        if path.stem not in labels:
             report.add("no_labels", path.name)
             continue
+        label = label_dir / labels[path.stem][0]
+        kind = non_regular_kind(label) or ("a broken symbolic link" if not label.exists()
+                                           else None)
+        if kind is not None:
+            raise DataError(f"{label}: label file is {kind}, not a regular file")
         try:
             lines = label.read_text(encoding="utf-8-sig").splitlines()
         except (OSError, UnicodeDecodeError) as exc:

@@ -204,9 +204,10 @@ def test_voc_filename_is_the_fallback_and_absolute_paths_stay_inside(voc, tmp_pa
     (voc / "Annotations" / "d.xml").write_text(voc_xml("/nowhere/zz.jpg", []))
     with pytest.raises(DataError, match=r"d\.xml: no image named d .*'/nowhere/zz\.jpg'$"):
         convert(voc)
-    (voc / "Annotations" / "d.xml").write_text(voc_xml("../../elsewhere/e.jpg", []))
-    data, _ = convert(voc)
-    assert data["images"][-1]["file_name"] == "e.jpg"
+    for windows_or_up in ("../../elsewhere/e.jpg", "C:\\Users\\me\\e.jpg"):
+        (voc / "Annotations" / "d.xml").write_text(voc_xml(windows_or_up, []))
+        data, _ = convert(voc)
+        assert data["images"][-1]["file_name"] == "e.jpg"
 
 
 @pytest.mark.parametrize("root_tag", ['annotation xmlns="http://example.com/voc"',
@@ -418,6 +419,8 @@ def test_yolo_label_file_with_a_byte_order_mark(yolo):
     ("names: {0: cat, 2: dog}\n", r"d\.yaml: names must map the indices 0\.\.1, got keys \[0, 2\]"),
     ("names: [cat, no]\n", r"d\.yaml: names\[1\] must be a name, got False \(YAML reads yes/no"),
     ("names: [cat, [dog]]\n", r"d\.yaml: names\[1\] must be a name, got \['dog'\]$"),
+    ("nc: 2\nnames: [cat, dog]\n", ["cat", "dog"]),
+    ("nc: 3\nnames: [cat, dog]\n", r"d\.yaml: nc: 3 but names lists 2 classes$"),
 ])  # fmt: skip
 def test_yolo_names_mappings_and_bad_values(tmp_path, text, expected):
     path = tmp_path / "d.yaml"
@@ -463,3 +466,25 @@ def test_yolo_label_file_that_is_not_a_file_is_an_error(yolo):
     with pytest.raises(DataError, match=r"c\.txt: label file is a named pipe \(FIFO\), not a "
                                         r"regular file$"):
         yolo_convert(yolo)
+
+
+def test_upper_case_suffixes_are_not_skipped(voc, yolo):
+    """a.XML and b.TXT (Windows tools) were silently left out: a record lost, an image
+    written without its boxes."""
+    (voc / "Annotations" / "c.xml").rename(voc / "Annotations" / "c.XML")
+    data, _ = convert(voc)
+    assert [i["file_name"] for i in data["images"]] == ["a.jpg", "b.jpg", "c.png"]
+    (yolo / "labels" / "a.txt").rename(yolo / "labels" / "a.TXT")
+    data, report = yolo_convert(yolo)
+    assert [a["image_id"] for a in data["annotations"]] == [1, 1, 2]
+    assert report.notes["no_labels"] == ["c.png"]
+    (yolo / "labels" / "a.txt").write_text("0 0.5 0.5 0.2 0.4\n")
+    with pytest.raises(DataError, match=r"labels: a\.TXT and a\.txt both label a\.jpg$"):
+        yolo_convert(yolo)
+
+
+def test_symlink_loop_in_the_image_folder_is_no_traceback(voc):
+    (voc / "JPEGImages" / "x.jpg").symlink_to("y.jpg")
+    (voc / "JPEGImages" / "y.jpg").symlink_to("x.jpg")
+    data, _ = convert(voc)
+    assert [i["file_name"] for i in data["images"]] == ["a.jpg", "b.jpg", "c.png"]

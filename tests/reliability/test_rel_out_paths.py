@@ -126,3 +126,19 @@ def test_bench_data_out(tmp_path):
     assert result.stderr.strip() == (f"bench_data: error: {out / 'results.json'}: output file is "
                                      "a named pipe (FIFO), not a regular file; nothing written")
     assert sorted(p.name for p in out.iterdir()) == ["results.json"]
+
+
+def test_convert_torchvision_output(tmp_path):
+    """The checkpoint writer of scripts/convert_torchvision.py: checked before loading."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("convert_torchvision",
+                                                  ROOT / "scripts" / "convert_torchvision.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "ours.pt"
+    _stdout_link(out)
+    with pytest.raises(SystemExit, match=r"convert_torchvision: error: .*ours\.pt: output is a "
+                                         r"symbolic link \(to /proc/self/fd/1\)"):
+        script.main([str(tmp_path / "absent.pth"), str(out)])
+    assert os.path.islink(out)
