@@ -83,7 +83,8 @@ def test_every_loss_instantiates(tmp_path, loss):
 def test_every_model_instantiates(tmp_path, model):
     overrides = [f"model={model}"]
     if model != "retinanet_tiny":
-        overrides.append("model.weights=null")  # no weight files in the test environment
+        # no weight files in the test environment; random stages cannot be frozen
+        overrides += ["model.weights=null", "model.freeze_at=0"]
     cfg = _compose(overrides, tmp_path)
     validate_config(cfg)
     net = build_model(cfg.model, cfg.loss, num_classes=3)
@@ -157,6 +158,20 @@ def test_bad_values_name_their_key(tmp_path, override, key):
         validate_config(cfg)
     assert err.value.key == key
     assert str(err.value).startswith(f"{key}: ") and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("model", ["retinanet_r18_fpn", "retinanet_r50_fpn", "retinanet_tiny"])
+def test_freezing_random_stages_is_refused(tmp_path, model):
+    """``model.weights=null`` with the configs' ``freeze_at: 2`` would train with random stem
+    and res2 weights frozen for the whole run: one line telling what to set instead."""
+    cfg = _compose([f"model={model}", "model.weights=null", "model.freeze_at=2"], tmp_path)
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    assert str(err.value) == (
+        "model.freeze_at: 2 would freeze randomly initialised stages (model.weights is null); "
+        "set model.freeze_at=0 to train from scratch, or load weights (model.weights=...)")
+    validate_config(_compose([f"model={model}", "model.weights=null", "model.freeze_at=0"],
+                             tmp_path))
 
 
 def test_null_alpha_and_prior_are_allowed(tmp_path):

@@ -219,6 +219,10 @@ def load_model_state(
     """
     state_dict = _strip_wrapper_prefixes(state_dict)
     expected = model.state_dict()
+    # A BatchNorm's step counter, saved before its stage was frozen (FrozenBatchNorm2d has
+    # none and drops it on load itself).
+    state_dict = {k: v for k, v in state_dict.items()
+                  if k in expected or not k.endswith(".num_batches_tracked")}
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
     shapes = [
