@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -269,3 +270,17 @@ def test_a_generated_dataset_must_match_the_generator(tmp_path):
     # a root chosen by hand holds the user's own data: the generator does not describe it
     mine = _compose([*tiny, f"data.root={root}", "paths.data_dir=/elsewhere"], tmp_path)
     assert prepare_data_root(mine.data, DistInfo()) == root
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("+data.generator.colour=red", "unknown generator option(s) colour"),
+    ("data.generator.max_objects=1", "max_objects >= 3"),
+])
+def test_bad_generator_options_are_one_line(tmp_path, override, message):
+    from retina.engine.build import prepare_data_root
+    from retina.engine.distributed import DistInfo
+
+    cfg = _compose([override, "data.generator.train=2", "data.generator.val=1"], tmp_path)
+    with pytest.raises(ConfigError, match=r"^data.generator: .*" + re.escape(message)):
+        prepare_data_root(cfg.data, DistInfo())
+    assert not any(tmp_path.iterdir())
