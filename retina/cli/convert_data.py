@@ -2,12 +2,14 @@
 
     retina-convert-data voc ANN_DIR IMAGE_DIR --out OUT.json [--split-file LIST.txt]
                             [--classes a,b,c] [--keep-difficult]
+                            [--exif-frame stored|upright]
     retina-convert-data yolo LABEL_DIR IMAGE_DIR --out OUT.json --names data.yaml|names.txt
                              [--coco-ids]
 
 Prints what it wrote, what it fixed or skipped, and the overrides to train on the result.
-Unusable input exits with status 1 and one line naming the file (see
-:mod:`retina.data.convert`).
+Unusable input, and an ``--out`` that is not a regular file (a FIFO, a device, a folder,
+a symbolic link), exit with status 1 and one line naming the file, before anything is
+written (see :mod:`retina.data.convert`).
 """
 
 from __future__ import annotations
@@ -21,9 +23,16 @@ from typing import Any
 from retina.cli import exit_on_interrupt
 
 with exit_on_interrupt("retina-convert-data"):  # Ctrl-C while loading: one line
-    from retina.data.convert import ConversionReport, convert_voc, convert_yolo, load_yolo_names
+    from retina.data.convert import (
+        EXIF_FRAMES,
+        ConversionReport,
+        check_coco_names,
+        convert_voc,
+        convert_yolo,
+        load_yolo_names,
+    )
     from retina.errors import DataError, ResultsError
-    from retina.utils.io import write_json_atomic
+    from retina.utils.io import require_output_file, write_json_atomic
 
 __all__ = ["main"]
 
@@ -41,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     voc.add_argument("--classes", help="comma-separated names: category ids 1..K in this order")
     voc.add_argument("--keep-difficult", action="store_true",
                      help="keep difficult objects as boxes (default: iscrowd=1, ignored)")
+    voc.add_argument("--exif-frame", choices=EXIF_FRAMES,
+                     help="the frame boxes of EXIF-oriented images were drawn in (default: "
+                          "told by <size>; refused where it cannot tell)")
     yolo = sub.add_parser("yolo", help="ultralytics YOLO txt labels, one file per image")
     yolo.add_argument("label_dir", help="folder of the .txt label files")
     yolo.add_argument("image_dir", help="folder of the images; file_name is relative to it")
@@ -56,17 +68,20 @@ def _convert(args: argparse.Namespace) -> tuple[dict[str, Any], ConversionReport
     if args.format == "voc":
         classes = args.classes.split(",") if args.classes is not None else None
         return convert_voc(args.ann_dir, args.image_dir, split_file=args.split_file,
-                           classes=classes, keep_difficult=args.keep_difficult)
-    return convert_yolo(args.label_dir, args.image_dir, load_yolo_names(args.names),
-                        coco_ids=args.coco_ids)
+                           classes=classes, keep_difficult=args.keep_difficult,
+                           exif_frame=args.exif_frame)
+    names = load_yolo_names(args.names)
+    if args.coco_ids:
+        check_coco_names(names, args.names)
+    return convert_yolo(args.label_dir, args.image_dir, names, coco_ids=args.coco_ids)
 
 
 @exit_on_interrupt("retina-convert-data")
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point ``retina-convert-data``; returns the exit status."""
     args = _parser().parse_args(argv)
-    out = Path(args.out)
     try:
+        out = require_output_file(args.out, "--out")
         data, report = _convert(args)
         write_json_atomic(out, data)
     except (DataError, ResultsError) as exc:

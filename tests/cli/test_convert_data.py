@@ -72,7 +72,7 @@ def test_cli_errors_are_one_line_exit_1(voc, tmp_path, capsys):
     err = capsys.readouterr().err
     assert status == 1 and not out.exists()
     assert err.startswith("retina-convert-data: error: ") and err.count("\n") == 1
-    assert "0.xml: object 0: unknown class 'blue'" in err
+    assert "0.xml:1: object 0: unknown class 'blue'" in err
     labels = tmp_path / "labels"
     labels.mkdir()
     (labels / "0.txt").write_text("0 0.5 0.5 0.2 0.2\n0 0.5 0.5\n")
