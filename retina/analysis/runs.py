@@ -17,7 +17,8 @@ from typing import Any
 
 import yaml
 
-__all__ = ["AXIS_KEYS", "Run", "collect_runs", "expected_jobs", "read_run", "run_axes"]
+__all__ = ["AXIS_KEYS", "REFERENCE_DIR", "Run", "collect_runs", "expected_jobs", "read_run",
+           "run_axes"]
 
 AXIS_KEYS: dict[str, str] = {
     "loss": "loss",
@@ -33,8 +34,13 @@ AXIS_KEYS: dict[str, str] = {
     "model.depth": "depth",
     "data.val_transforms.min_size": "scale",
     "train.seed": "seed",
+    "implementation": "implementation",
 }
 """Config keys (dotted) read as ablation axes, and the axis each becomes."""
+
+REFERENCE_DIR = "torchvision"
+"""Sub-folder of a sweep holding reference runs of another implementation (one folder per run,
+written by ``scripts/train_torchvision.py``); they are listed after the sweep's jobs."""
 
 _IGNORED_OVERRIDES = ("experiment", "hydra", "scale", "paths")
 _LOG_PREFIX = re.compile(r"^\[[^\]]*\]\[[^\]]*\]\[[A-Z]+\] - ")
@@ -245,9 +251,12 @@ def collect_runs(multirun_dir: Path) -> list[Run]:
     expected = expected_jobs(multirun_dir)
     if not expected and not any(_is_job(p) for p in jobs.values()):
         jobs = {}  # numbered folders, but none a job wrote: not a sweep
+    references = _reference_runs(multirun_dir)
     if not jobs and not expected:
         if (multirun_dir / "metrics.json").is_file() or (multirun_dir / ".hydra").is_dir():
             return [read_run(multirun_dir)]
+        if references:
+            return references
         raise ValueError(
             f"{multirun_dir}: no runs found (expected job folders 0/, 1/, ... and "
             "multirun.yaml from `retina-train -m ...`)"
@@ -265,6 +274,23 @@ def collect_runs(multirun_dir: Path) -> list[Run]:
             runs.append(Run(name=str(index), status="not started", overrides=overrides,
                             choices=_job_choices(choices, overrides), experiment=experiment,
                             reason="" if overrides else "folder missing"))
+    if references:  # the sweep's own jobs become the "retina" rows beside them
+        for run in runs:
+            run.config.setdefault("implementation", "retina")
+    return runs + references
+
+
+def _reference_runs(multirun_dir: Path) -> list[Run]:
+    """The runs under ``multirun_dir/REFERENCE_DIR/*/``, by folder name."""
+    folder = multirun_dir / REFERENCE_DIR
+    if not folder.is_dir():
+        return []
+    runs = []
+    for job_dir in sorted(p for p in folder.iterdir() if p.is_dir() and _is_job(p)):
+        run = read_run(job_dir)
+        run.name = f"{REFERENCE_DIR}/{job_dir.name}"
+        run.config.setdefault("implementation", REFERENCE_DIR)
+        runs.append(run)
     return runs
 
 
