@@ -49,6 +49,7 @@ MAX_SEED = 2**63 - 1  # torch.Generator seeds are 64-bit; the loader adds the ep
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 SCHEDULE_CHOICES = ("step", "cosine")
 INVALID_BOXES_CHOICES = ("drop", "error")
+"""``data.invalid_boxes``: drop/clip the boxes ``retina-check-data`` warns about, or refuse."""
 
 
 def _get(cfg: DictConfig, key: str) -> Any:
@@ -244,6 +245,8 @@ def _check_optim(cfg: DictConfig) -> None:
     _number(cfg, "optim.weight_decay", 0.0)
     _bool(cfg, "optim.no_decay_norm_bias")
     check_target_keys(cfg, "optim.optimizer", injected=("params", "lr"))
+    if _has(cfg, "optim.optimizer.momentum"):  # torch.optim.SGD takes any value >= 0
+        _number(cfg, "optim.optimizer.momentum", 0.0, 1.0, high_open=True)
 
 
 def default_generated_root(cfg: DictConfig) -> Path | None:

@@ -224,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         def run():
             model.train()
             with autocast():
-                loss = sum(model(images, targets).values())
+                out = model(images, targets)  # ours: LossOutput; torchvision: a dict
+                loss = sum((out.losses if model is ours else out).values())
             scaler.scale(loss).backward()
             scaler.step(opts[model])
             scaler.update()
@@ -263,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         dl = deltas.detach().requires_grad_()
         anchors = ours.anchor_generator(grids, device)
         with autocast():
-            out = ours.losses(lg, dl, anchors, targets)
+            out = ours.losses(lg, dl, anchors, targets, counts).losses
         sum(out.values()).backward()
 
     def loss_tv():

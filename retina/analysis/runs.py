@@ -17,32 +17,14 @@ from typing import Any
 
 import yaml
 
-__all__ = ["AXIS_KEYS", "REFERENCE_DIR", "Run", "collect_runs", "expected_jobs", "read_run",
-           "run_axes"]
-
-AXIS_KEYS: dict[str, str] = {
-    "loss": "loss",
-    "loss.gamma": "gamma",
-    "loss.alpha": "alpha",
-    "model.prior_prob": "prior_prob",
-    "model.num_scales": "num_scales",
-    "model.aspect_ratios": "num_ratios",
-    "loss.batch_size_per_image": "ohem_batch",
-    "loss.positive_fraction": "ohem_pos_fraction",
-    "loss.nms_thresh": "ohem_nms",
-    "optim.base_lr": "lr",
-    "model.depth": "depth",
-    "data.val_transforms.min_size": "scale",
-    "train.seed": "seed",
-    "implementation": "implementation",
-}
-"""Config keys (dotted) read as ablation axes, and the axis each becomes."""
+__all__ = ["REFERENCE_DIR", "Run", "brief", "collect_runs", "expected_jobs", "read_run",
+           "split_override"]
 
 REFERENCE_DIR = "torchvision"
 """Sub-folder of a sweep holding reference runs of another implementation (one folder per run,
-written by ``scripts/train_torchvision.py``); they are listed after the sweep's jobs."""
+written by ``scripts/train_torchvision.py``); they are listed after the sweep's jobs, and the
+sweep's own jobs then get ``implementation: retina`` in their config."""
 
-_IGNORED_OVERRIDES = ("experiment", "hydra", "scale", "paths")
 _LOG_PREFIX = re.compile(r"^\[[^\]]*\]\[[^\]]*\]\[[A-Z]+\] - ")
 _ERROR_LINE = re.compile(r"error|exception|diverg|non-finite|nan loss|killed", re.IGNORECASE)
 _FAILED_STATUS = ("failed", "error", "diverged", "crashed", "killed")
@@ -61,7 +43,8 @@ class Run:
         config: the resolved config from ``metrics.json`` (else ``.hydra/config.yaml``).
         choices: Hydra's config-group choices of the job (``{"loss": "focal", ...}``).
         experiment: the ``+experiment=NAME`` of the sweep, if any.
-        wall_time: seconds from the job's start to its ``metrics.json``.
+        train_seconds: the training time ``retina-train`` recorded in ``metrics.json`` (the
+            final evaluation excluded; a resumed job: its last segment); None if absent.
     """
 
     name: str
@@ -72,7 +55,7 @@ class Run:
     config: dict[str, Any] = field(default_factory=dict)
     choices: dict[str, str] = field(default_factory=dict)
     experiment: str | None = None
-    wall_time: float | None = None
+    train_seconds: float | None = None
     path: Path | None = None
 
 
@@ -85,14 +68,15 @@ def _load_yaml(path: Path) -> Any:
         return None
 
 
-def _split_override(text: str) -> tuple[str, str]:
+def split_override(text: str) -> tuple[str, str]:
+    """``"+loss.gamma=2"`` -> ``("loss.gamma", "2")`` (Hydra's ``+``/``~`` prefixes dropped)."""
     key, _, value = text.partition("=")
     return key.lstrip("+~"), value
 
 
 def _experiment(overrides: list[str], choices: dict[str, str]) -> str | None:
     for text in overrides:
-        key, value = _split_override(text)
+        key, value = split_override(text)
         if key == "experiment":
             return value
     return choices.get("experiment")
@@ -190,7 +174,7 @@ def read_run(job_dir: Path) -> Run:
         return run
     if isinstance(data.get("config"), dict):
         run.config = data["config"]
-    run.wall_time = _wall_time(data, job_dir, metrics_path)
+    run.train_seconds = _train_seconds(data)
     status = str(data.get("status", "")).lower()
     error = data.get("error") or data.get("reason")
     run.metrics = _metrics_from(data)
@@ -210,14 +194,11 @@ def read_run(job_dir: Path) -> Run:
     return run
 
 
-def _wall_time(data: dict[str, Any], job_dir: Path, metrics_path: Path) -> float | None:
-    for key in ("wall_time_s", "wall_time", "train_time_s", "time_s"):
-        value = data.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    start = job_dir / ".hydra" / "config.yaml"
-    if start.is_file():
-        return max(0.0, metrics_path.stat().st_mtime - start.stat().st_mtime)
+def _train_seconds(data: dict[str, Any]) -> float | None:
+    """``train_seconds`` of ``metrics.json`` (never file times: a rerun rewrites those)."""
+    value = data.get("train_seconds")
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return max(0.0, float(value))
     return None
 
 
@@ -298,59 +279,7 @@ def _job_choices(choices: dict[str, str], overrides: list[str]) -> dict[str, str
     """The sweep's group choices with this job's group overrides (``loss=ce``) applied."""
     choices = dict(choices)
     for text in overrides:
-        key, value = _split_override(text)
+        key, value = split_override(text)
         if key in choices:
             choices[key] = value
     return choices
-
-
-_MISSING = object()
-
-
-def _lookup(config: dict[str, Any], dotted: str) -> Any:
-    """The value at ``dotted``; ``_MISSING`` if absent or an unresolved interpolation."""
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return _MISSING
-        node = node[part]
-    if isinstance(node, str) and "${" in node:
-        return _MISSING
-    return node
-
-
-def _axis_value(axis: str, value: Any) -> Any:
-    if axis == "num_ratios" and isinstance(value, list | tuple):
-        return len(value)
-    if isinstance(value, int) and not isinstance(value, bool) and axis in ("gamma", "alpha"):
-        return float(value)
-    return value
-
-
-def run_axes(run: Run) -> dict[str, Any]:
-    """The run's ablation values: known axes (see :data:`AXIS_KEYS`) plus raw overrides.
-
-    Values come from the resolved config where it has them, else from the overrides; an
-    override whose key is no known axis is kept under its own key (``"seed"``, ...). A key
-    set to null (``model.prior_prob=null``) is present with the value ``None``; a key the run
-    does not tell is absent.
-    """
-    axes: dict[str, Any] = {}
-    for text in run.overrides:
-        key, value = _split_override(text)
-        if key.split(".")[0] in _IGNORED_OVERRIDES:
-            continue
-        try:
-            parsed = yaml.safe_load(value) if value else None
-        except yaml.YAMLError:
-            parsed = value
-        axes[AXIS_KEYS.get(key, key)] = _axis_value(AXIS_KEYS.get(key, key), parsed)
-    if "loss" in run.choices:
-        axes["loss"] = run.choices["loss"]
-    elif isinstance(_lookup(run.config, "loss._target_"), str):
-        axes["loss"] = _lookup(run.config, "loss._target_").rsplit(".", 1)[-1]
-    for dotted, axis in AXIS_KEYS.items():
-        value = _lookup(run.config, dotted) if dotted != "loss" else _MISSING
-        if value is not _MISSING:
-            axes[axis] = _axis_value(axis, value)
-    return axes

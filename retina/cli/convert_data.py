@@ -18,9 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from retina.data.convert import ConversionReport, convert_voc, convert_yolo, load_yolo_names
-from retina.errors import DataError, ResultsError
-from retina.utils.io import write_json_atomic
+from retina.cli import exit_on_interrupt
+
+with exit_on_interrupt("retina-convert-data"):  # Ctrl-C while loading: one line
+    from retina.data.convert import ConversionReport, convert_voc, convert_yolo, load_yolo_names
+    from retina.errors import DataError, ResultsError
+    from retina.utils.io import write_json_atomic
 
 __all__ = ["main"]
 
@@ -58,6 +61,7 @@ def _convert(args: argparse.Namespace) -> tuple[dict[str, Any], ConversionReport
                         coco_ids=args.coco_ids)
 
 
+@exit_on_interrupt("retina-convert-data")
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point ``retina-convert-data``; returns the exit status."""
     args = _parser().parse_args(argv)

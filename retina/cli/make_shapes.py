@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from retina.data.shapes import SHAPE_NAMES, make_shapes_dataset
+from retina.cli import exit_on_interrupt
+
+with exit_on_interrupt("retina-make-shapes"):  # Ctrl-C while loading: one line
+    from retina.data.shapes import SHAPE_NAMES, make_shapes_dataset
 
 
+@exit_on_interrupt("retina-make-shapes")
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point ``retina-make-shapes``."""
     parser = argparse.ArgumentParser(prog="retina-make-shapes", description=__doc__.split("\n")[0])

@@ -27,22 +27,18 @@ from pathlib import Path
 from typing import Any
 
 from retina.data.columns import BOX_TOLERANCE
-from retina.data.images import image_size
+from retina.data.images import IMAGE_SUFFIXES, image_size
 from retina.errors import DataError
 
 __all__ = [
     "COCO80_TO_91",
     "COCO_NAMES",
-    "IMAGE_SUFFIXES",
     "ConversionReport",
     "convert_voc",
     "convert_yolo",
     "load_yolo_names",
     "read_split_file",
 ]
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-"""Suffixes listed as images in a YOLO image folder (the content decides how it decodes)."""
 
 COCO80_TO_91 = (
     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27,

@@ -25,7 +25,11 @@ import numpy as np
 
 from retina.errors import DataError
 
-__all__ = ["EXIF_ORIENTATION", "image_size", "read_image"]
+__all__ = ["EXIF_ORIENTATION", "IMAGE_SUFFIXES", "image_size", "read_image"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+"""File suffixes (lower case) taken as images when a folder is listed (``retina-predict``,
+the converters); :func:`read_image` itself goes by the content."""
 
 EXIF_ORIENTATION = 0x0112
 """EXIF tag of the orientation (1 = upright; 5..8 swap width and height)."""

@@ -82,3 +82,37 @@ def require_fresh_run_dir(run_dir: str | os.PathLike, key: str = "hydra.run.dir"
             f"{run_dir} holds checkpoints of an earlier run; continue it with "
             f"train.resume=true or choose another directory ({key}=...)",
         )
+
+
+EVAL_MARK = "checkpoint"
+"""The key of ``retina-eval``'s ``metrics.json`` (the checkpoint evaluated) that a training
+run's ``metrics.json`` lacks."""
+
+
+def require_eval_dir(run_dir: str | os.PathLike, key: str = "hydra.run.dir") -> None:
+    """``retina-eval`` writes ``metrics.json`` and ``coco_results.json`` into its run folder:
+    refuse a training run's folder (it holds ``checkpoints/``, ``tensorboard/`` or a
+    ``metrics.json`` that ``retina-eval`` did not write), whose results it would replace.
+    An earlier evaluation's folder may be reused.
+
+    Raises:
+        RunDirError: one line naming the folder and the way out.
+    """
+    import json
+
+    run_dir = Path(run_dir)
+    found = [name for name in ("checkpoints", "tensorboard") if (run_dir / name).exists()]
+    metrics = run_dir / "metrics.json"
+    if metrics.exists():
+        try:
+            data = json.loads(metrics.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = None
+        if not isinstance(data, dict) or EVAL_MARK not in data:
+            found.append("metrics.json")
+    if found:
+        raise RunDirError(
+            key,
+            f"{run_dir} is a training run's folder ({', '.join(found)}); retina-eval would "
+            f"replace its metrics.json: evaluate into another folder ({key}=...)",
+        )

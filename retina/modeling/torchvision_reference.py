@@ -34,7 +34,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from retina.errors import ConfigError
 from retina.modeling.backbone import ResNetBackbone
-from retina.modeling.retinanet import IMAGENET_MEAN, IMAGENET_STD
+from retina.modeling.retinanet import IMAGENET_MEAN, IMAGENET_STD, LossOutput
 
 __all__ = ["TorchvisionRetinaNet", "AlphaGammaClassificationHead", "build_torchvision_retinanet"]
 
@@ -87,7 +87,8 @@ class _NoResizeTransform(GeneralizedRCNNTransform):
 class TorchvisionRetinaNet(nn.Module):
     """A torchvision ``RetinaNet`` behind retina's model interface.
 
-    Train mode: ``model(images, targets) -> {"loss_cls", "loss_box_reg"}``; eval mode:
+    Train mode: ``model(images, targets) -> LossOutput({"loss_cls", "loss_box_reg"}, {})``
+    (torchvision reports no statistics); eval mode:
     ``model(images) -> [{"boxes" (D,4), "scores" (D,), "labels" (D,)}]``. Images are
     retina's ``(3, H, W)`` uint8 (or float in [0, 1]) tensors; targets keep only ``boxes``
     and ``labels`` (torchvision has no crowd boxes).
@@ -96,7 +97,6 @@ class TorchvisionRetinaNet(nn.Module):
     def __init__(self, model: RetinaNet) -> None:
         super().__init__()
         self.model = model
-        self.stats: dict[str, float] = {}
 
     @staticmethod
     def _float(image: Tensor) -> Tensor:
@@ -112,7 +112,8 @@ class TorchvisionRetinaNet(nn.Module):
         plain = [{"boxes": t["boxes"].float().reshape(-1, 4), "labels": t["labels"].long()}
                  for t in targets]
         losses = self.model(images, plain)
-        return {"loss_cls": losses["classification"], "loss_box_reg": losses["bbox_regression"]}
+        return LossOutput(
+            {"loss_cls": losses["classification"], "loss_box_reg": losses["bbox_regression"]}, {})
 
 
 def _loss_numbers(loss: Mapping[str, Any]) -> tuple[float, float | None]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import numbers
 import os
 import stat
 import tempfile
@@ -91,15 +93,31 @@ def _results_error(path: Path, err: OSError) -> ResultsError:
     return ResultsError(f"{path}: cannot write ({err.strerror or err})")
 
 
+def strict_json(value: Any) -> Any:
+    """``value`` with every non-finite number (NaN, ±Infinity) replaced by None: strict JSON
+    has no such values, and parsers other than Python's refuse them. Non-integer reals
+    (NumPy floats included) become Python floats; tuples become lists."""
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(item) for item in value]
+    return value
+
+
 def write_json_atomic(path: str | os.PathLike, payload: Any, indent: int | None = None) -> Path:
-    """Write ``payload`` as JSON to ``path`` atomically (parent folders created).
+    """Write ``payload`` as strict JSON to ``path`` atomically (parent folders created):
+    non-finite numbers are written as ``null`` (:func:`strict_json`).
 
     Raises:
         ResultsError: ``"<path>: cannot write (<reason>)"``; an existing ``path`` keeps its
             old content.
     """
     path = Path(path)
-    data = (json.dumps(payload, indent=indent, default=str) + "\n").encode("utf-8")
+    text = json.dumps(strict_json(payload), indent=indent, default=str, allow_nan=False)
+    data = (text + "\n").encode("utf-8")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         return atomic_write(path, lambda f: f.write(data))

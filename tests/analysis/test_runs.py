@@ -7,8 +7,10 @@ from pathlib import Path
 
 import yaml
 
-from retina.analysis.report import build_table, format_markdown
-from retina.analysis.runs import collect_runs, run_axes
+from retina.analysis.axes import run_axes
+from retina.analysis.runs import collect_runs
+from retina.analysis.table import build_table
+from retina.analysis.table_format import format_markdown
 
 
 def _job(folder: Path, loss: str, seed: int, ap: float, implementation: str | None) -> None:

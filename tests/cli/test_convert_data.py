@@ -98,7 +98,7 @@ def test_voc_to_coco_to_training_to_evaluation(voc, tmp_path):
         "--split-file", str(voc / "ImageSets/Main/trainval.txt")])
     assert converted.returncode == 0, converted.stderr
     assert _convert(voc, "test", val_ann) == 0
-    checked = _run("retina.data.validate", [str(train_ann), str(voc / "JPEGImages")])
+    checked = _run("retina.cli.check_data", [str(train_ann), str(voc / "JPEGImages")])
     assert checked.returncode == 0 and "0 error(s), 1 warning(s)" in checked.stdout
     run_dir = tmp_path / "run"
     size = [f"data.{s}_transforms.{k}=64" for s in ("train", "val") for k in ("min_size",

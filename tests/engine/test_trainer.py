@@ -117,7 +117,7 @@ class _Scripted(nn.Module):
     def forward(self, images, targets):
         value = self.script[min(self.calls, len(self.script) - 1)]
         self.calls += 1
-        return {"loss_cls": self.w.sum() * value, "loss_box_reg": self.w.sum() * 0.0}
+        return {"loss_cls": self.w.sum() * value, "loss_box_reg": self.w.sum() * 0.0}, {}
 
 
 class _Weights(Hook):
@@ -159,6 +159,17 @@ def test_gradient_clipping_bounds_the_update():
     # lr at iteration 0 = 0.01 * warmup 0.001; clipped gradient norm 1 (plus tiny decay)
     assert abs(trainer.model.w.item() - 1.0) < 0.01 * 0.001 * 1.01
     assert trainer.last["grad_norm"] == pytest.approx(1000.0)
+
+
+def test_the_loss_statistics_are_logged_from_what_the_loss_returns():
+    model = tiny_model()
+    trainer = make_trainer(model, max_iter=1)
+    trainer.train(0, 1)
+    last = trainer.last
+    levels = [last[f"num_pos_p{i}"] for i in range(3, 8)]
+    assert last["num_pos"] > 0 and sum(levels) == last["num_pos"]
+    assert last["normalizer"] == last["num_pos"]  # the batch normaliser (no EMA, one process)
+    assert not hasattr(model, "stats") and not hasattr(model, "last_num_pos")
 
 
 def test_rng_state_round_trips_through_weights_only_load():

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from retina.analysis.runs import collect_runs, run_axes
+from retina.analysis.axes import run_axes
+from retina.analysis.runs import collect_runs
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_torchvision.py"
 
