@@ -273,6 +273,7 @@ def train_step_bench(model_name: str, backends: list[str], repeats: int) -> dict
 
     config, size, batch, classes = STEP_MODELS[model_name]
     node = OmegaConf.load(MODEL_CONFIGS / f"{config}.yaml")
+    del node["defaults"]  # the model's choices; the part constructors default the rest
     node.weights = None  # random weights: the step time does not depend on them
     torch.manual_seed(0)
     losses = {b: ReferenceFocalLoss() if b == "reference" else FocalLoss(backend=b)
@@ -286,7 +287,7 @@ def train_step_bench(model_name: str, backends: list[str], repeats: int) -> dict
         """(wall seconds, this process's CPU seconds) of one training step."""
         model.cls_loss = losses[backend]
         wall, cpu = time.perf_counter(), time.process_time()
-        loss = sum(model(images, targets).values())
+        loss = sum(model(images, targets).losses.values())
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -160,6 +160,9 @@ def read_run(job_dir: Path) -> Run:
               experiment=_experiment(overrides, choices), path=job_dir)
     config = _load_yaml(job_dir / ".hydra" / "config.yaml")
     run.config = config if isinstance(config, dict) else {}
+    if refused := _refused_target(run.config, job_dir / ".hydra" / "config.yaml"):
+        run.status, run.reason = "failed", refused
+        return run
     metrics_path = job_dir / "metrics.json"
     if not metrics_path.is_file():
         run.reason, failed = _log_reason(job_dir)
@@ -174,6 +177,9 @@ def read_run(job_dir: Path) -> Run:
         return run
     if isinstance(data.get("config"), dict):
         run.config = data["config"]
+        if refused := _refused_target(run.config, metrics_path):
+            run.status, run.reason = "failed", refused
+            return run
     run.train_seconds = _train_seconds(data)
     status = str(data.get("status", "")).lower()
     error = data.get("error") or data.get("reason")
@@ -192,6 +198,20 @@ def read_run(job_dir: Path) -> Run:
     if run.status != "done":
         run.metrics = {k: v for k, v in run.metrics.items() if math.isfinite(v)}
     return run
+
+
+def _refused_target(config: dict[str, Any], path: Path) -> str | None:
+    """The one-line refusal of a config whose ``_target_``s are not all allowed
+    (:func:`retina.utils.instantiate.check_targets`; a report builds nothing from a run
+    folder, but a crafted one is not reported as a result), else None."""
+    from retina.errors import CheckpointError
+    from retina.utils.instantiate import check_targets
+
+    try:
+        check_targets(config, f"{path}: config")
+    except CheckpointError as err:
+        return str(err)
+    return None
 
 
 def _train_seconds(data: dict[str, Any]) -> float | None:

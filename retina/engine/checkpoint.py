@@ -247,8 +247,9 @@ def build_model_from_checkpoint(
 
     The model is instantiated from the checkpoint's resolved ``config["model"]`` (and
     ``config["loss"]``) with ``num_classes = len(cat_ids)``; pretrained-backbone ``weights``
-    are not looked up, since the checkpoint holds every weight. Only ``_target_`` callables
-    inside the ``retina`` package are accepted, so a crafted config cannot run code.
+    are not looked up, since the checkpoint holds every weight. The whole stored config must
+    pass :func:`retina.utils.instantiate.check_targets` first (only the builders of
+    ``ALLOWED_TARGETS``, each at its own key), so a crafted config cannot run code.
 
     Args:
         state: a loaded checkpoint (:func:`load_checkpoint`).
@@ -275,12 +276,13 @@ def build_model_from_checkpoint(
     model_cfg.update(overrides or {})
     loss_cfg = config.get("loss")
     loss_cfg = dict(loss_cfg) if isinstance(loss_cfg, Mapping) and "_target_" in loss_cfg else None
-    check_targets(model_cfg, f"{path}: config.model")
+    check_targets(config, f"{path}: config")
+    check_targets(model_cfg, f"{path}: config.model", "model")
     cls_loss = None
     if loss_cfg is not None:
-        cls_loss = instantiate_untrusted(loss_cfg, f"{path}: config.loss")
+        cls_loss = instantiate_untrusted(loss_cfg, f"{path}: config.loss", "loss")
     model = instantiate_untrusted(
-        model_cfg, f"{path}: config.model", "the model", num_classes=len(cat_ids),
+        model_cfg, f"{path}: config.model", "model", "the model", num_classes=len(cat_ids),
         cls_loss=cls_loss,
     )
     load_model_state(model, state["model"], path)

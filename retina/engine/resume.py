@@ -13,7 +13,10 @@ those cannot be honoured by restoring them, so a resume compares the two configs
 - everything else (``train.max_iter``, periods, logging, workers, device, data paths and
   augmentation) is taken from the new config.
 
-The data's categories are compared by :func:`retina.engine.inference.check_label_mapping`.
+The stored config is data from a file: its ``_target_``s must pass
+:func:`retina.utils.instantiate.check_targets` (nothing in it is ever built, but a crafted
+config is refused rather than compared). The data's categories are compared by
+:func:`retina.engine.inference.check_label_mapping`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 
 from retina.errors import CheckpointError, ConfigError
 from retina.utils.dotted import select
+from retina.utils.instantiate import check_targets
 
 MUST_MATCH = ("model", "loss", "optim", "schedule", "train.batch_size", "train.seed")
 RESETTABLE = {"optim": ("optim", "schedule", "train.batch_size")}
@@ -38,12 +42,26 @@ def _flatten(node: Any, prefix: str) -> dict[str, Any]:
     return {prefix: node}
 
 
+def _effective(node: Any, root: str) -> Any:
+    """The model node as ``build_retinanet`` sees it: a key it lacks takes the default of the
+    part constructor that owns it (a config written before the key was listed means it)."""
+    if root != "model" or not isinstance(node, Mapping) or node.get("_target_") not in (
+        "retina.modeling.build_retinanet", "retina.modeling.build.build_retinanet"
+    ):
+        return node
+    from retina.modeling.build import model_defaults
+
+    return {**model_defaults(), **node}
+
+
 def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Dotted keys under :data:`MUST_MATCH` whose values differ between two resolved
-    configs (a key present in one only counts as a difference)."""
+    configs (a key present in one only counts as a difference, except a model key that
+    ``build_retinanet`` defaults: there the default stands in)."""
     changed = []
     for root in MUST_MATCH:
-        a, b = _flatten(select(old, root), root), _flatten(select(new, root), root)
+        a = _flatten(_effective(select(old, root), root), root)
+        b = _flatten(_effective(select(new, root), root), root)
         keys = sorted(set(a) | set(b))
         changed += [k for k in keys if a.get(k, "<absent>") != b.get(k, "<absent>")]
     return changed
@@ -64,10 +82,12 @@ def check_resume_config(
         the changed keys that ``reset`` allows (rebuilt from the new config).
 
     Raises:
-        CheckpointError: one line naming the changed keys and how to proceed.
+        CheckpointError: one line naming the changed keys and how to proceed, or the dotted
+            key of a ``_target_`` that is not allowed there.
     """
     if not isinstance(stored, Mapping):
         return []
+    check_targets(stored, f"{path}: config")
     changed = changed_keys(stored, config)
     allowed = RESETTABLE.get(reset or "", ())
     refused = [k for k in changed if not any(k == a or k.startswith(a + ".") for a in allowed)]

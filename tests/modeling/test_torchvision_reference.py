@@ -3,6 +3,8 @@ and its parity with retina's RetinaNet under the torchvision-matching options.""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -11,6 +13,7 @@ from torchvision.models.detection.retinanet import RetinaNetClassificationHead
 from retina.config import CONFIG_DIR
 from retina.errors import ConfigError
 from retina.modeling import build_retinanet
+from retina.modeling.build import model_defaults
 from retina.modeling.losses import FocalLoss
 from retina.modeling.torchvision import convert_state_dict
 from retina.modeling.torchvision_reference import (
@@ -20,12 +23,15 @@ from retina.modeling.torchvision_reference import (
 
 FOCAL = {"_target_": "retina.modeling.losses.FocalLoss", "gamma": 2.0, "alpha": 0.25}
 ALPHA_CE = {**FOCAL, "gamma": 0.0, "alpha": 0.75}
+TINY = {"depth": 10, "weights": None, "norm": "gn", "freeze_at": 0, "fpn_channels": 32,
+        "num_convs": 1, "anchor_sizes": [16, 32, 64, 128, 256]}  # fmt: skip
 
 
 def _tiny() -> dict:
+    """The resolved ``model=retinanet_tiny`` node (its keys over the constructors' defaults)."""
     node = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "model" / "retinanet_tiny.yaml"))
-    node.pop("_target_")
-    return node
+    return {**model_defaults(), **{k: v for k, v in node.items()
+                                   if k not in ("defaults", "_target_")}}
 
 
 def _batch() -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
@@ -105,3 +111,16 @@ def test_layout_follows_the_config():
 def test_settings_torchvision_cannot_express_are_config_errors(model, loss, key):
     with pytest.raises(ConfigError, match=key):
         build_torchvision_retinanet({**_tiny(), **model}, loss, 3)
+
+
+def test_keys_left_out_take_the_constructors_defaults_and_train_mode_returns_a_pair():
+    torch.manual_seed(0)
+    model = build_torchvision_retinanet(TINY, FOCAL, 2)
+    defaults = model_defaults()
+    assert model.model.proposal_matcher.high_threshold == defaults["fg_iou_thresh"]
+    assert model.model.score_thresh == defaults["score_thresh"]
+    images = [torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)]
+    targets = [{"boxes": torch.tensor([[8.0, 8.0, 40.0, 40.0]]), "labels": torch.tensor([1])}]
+    losses, stats = model.train()(images, targets)
+    assert set(losses) == {"loss_cls", "loss_box_reg"} and stats == {}
+    assert all(math.isfinite(v.item()) for v in losses.values())

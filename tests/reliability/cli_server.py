@@ -41,6 +41,7 @@ ENTRY_POINTS = {
     "retina-plot": ("retina.cli.plot", "main"),
     "retina-check-data": ("retina.cli.check_data", "main"),
     "retina-report": ("retina.cli.report", "main"),
+    "retina-stats": ("retina.cli.stats", "main"),
 }
 
 

@@ -29,3 +29,22 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, mon
         write_text_atomic(path, "new\n")
     assert path.read_text() == "old\n"
     assert not list(tmp_path.glob(f"{TMP_PREFIX}*"))
+
+
+def test_json_is_strict(tmp_path):
+    """Issue 23: NaN and Infinity (e.g. ``retina-stats`` on an empty dataset) are not JSON;
+    they are written as null."""
+    import json
+    import math
+
+    import numpy as np
+
+    payload = {"a": math.nan, "b": [math.inf, -math.inf, 1.5], "c": np.float32("nan"),
+               "d": (np.float64(2.0), 3), "e": True}
+    path = write_json_atomic(tmp_path / "stats.json", payload, indent=2)
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not strict JSON: {constant}")
+
+    data = json.loads(path.read_text(), parse_constant=refuse)
+    assert data == {"a": None, "b": [None, None, 1.5], "c": None, "d": [2.0, 3], "e": True}
