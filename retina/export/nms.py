@@ -58,9 +58,12 @@ def class_nms(
     boxes: Tensor, scores: Tensor, labels: Tensor, num_classes: int, iou_threshold: float,
     score_threshold: float, max_per_image: int,
 ) -> Tensor:  # fmt: skip
-    """:func:`class_nms_keep` as one op for the ONNX exporter; ``max_per_image`` is the most
-    boxes the caller keeps per image (ONNX's ``max_output_boxes_per_class``: greedy NMS keeps
-    boxes in score order, so stopping after that many per class changes none of them)."""
+    """:func:`class_nms_keep` as one op for the ONNX exporter.
+
+    ``max_per_image`` is the most boxes the caller keeps per image; ONNX gets it as
+    ``max_output_boxes_per_class``, so its mask may lack a class's kept boxes past that many.
+    Greedy NMS keeps boxes in score order, so the best ``max_per_image`` of an image are the
+    same either way (the eager op returns them all)."""
     cand = (scores.flatten() > score_threshold).nonzero().squeeze(1)
     groups = _groups(labels, num_classes)[cand]
     flat_boxes, flat_scores = boxes.reshape(-1, 4)[cand], scores.flatten()[cand]

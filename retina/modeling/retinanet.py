@@ -292,17 +292,16 @@ class RetinaNet(nn.Module):
         ``logits``: ``(B, n, K)`` -> logits, anchor indices, labels, each ``(B, k)``, sorted.
         The k best pairs can only come from the k anchors with the best per-anchor maximum
         (any other anchor is beaten by k pairs), so top-k runs over ``k*K`` pairs instead of
-        ``n*K`` (P3 at 800x1333: 150k x 91). Ranking by logit equals ranking by score; the
+        ``n*K`` (P3 at 800x1333: 150k x 91); with ``n <= k`` those anchors are all of them. Ranking by logit equals ranking by score; the
         score threshold is applied afterwards, which keeps the same set as torchvision's
         threshold-then-top-k (up to ties).
         """
         b, n, k = logits.shape
         # sym_min, not a branch on n: the same code traces with symbolic sizes (retina.export)
-        # and, when n <= topk, the "best anchors" are all anchors (the same set of pairs).
         kk = torch.sym_min(self.topk_candidates, n)
         best_anchors = logits.amax(dim=2).topk(kk, dim=1).indices  # (B, kk)
         sub = logits.gather(1, best_anchors[..., None].expand(-1, -1, k))  # (B, kk, K)
-        top, flat = sub.reshape(b, kk * k).topk(torch.sym_min(kk, kk * k), dim=1)
+        top, flat = sub.reshape(b, kk * k).topk(torch.sym_min(self.topk_candidates, kk * k), 1)
         return top, best_anchors.gather(1, flat // k), flat % k
 
     def candidates(

@@ -17,15 +17,15 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 REPO = Path(__file__).resolve().parents[2]
-SIZE = 192  # training and val image size; the parity tests use other sizes
-ITERATIONS = 40
+SIZE = 160  # training and val image size; the parity tests use other sizes
+ITERATIONS = 30
 
 
 def train_tiny(root: Path) -> Path:
     """Shapes under ``root/shapes``, ``ITERATIONS`` SGD steps of the demo's tiny model on its
     train split, saved as a checkpoint shaped like the trainer's (model, loss, data config)."""
     data_root = root / "shapes"
-    make_shapes_dataset(data_root, train=32, val=12, size=SIZE, num_classes=3, workers=1)
+    make_shapes_dataset(data_root, train=24, val=12, size=SIZE, num_classes=3, workers=1)
     model_cfg = yaml.safe_load((REPO / "configs/model/retinanet_tiny.yaml").read_text())
     loss_cfg = yaml.safe_load((REPO / "configs/loss/focal.yaml").read_text())
     data_cfg = yaml.safe_load((REPO / "configs/data/shapes.yaml").read_text())
@@ -37,7 +37,7 @@ def train_tiny(root: Path) -> Path:
     model = instantiate(model_cfg, num_classes=train.num_classes, cls_loss=instantiate(loss_cfg))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     loader = torch.utils.data.DataLoader(
-        train, batch_size=4, shuffle=True, collate_fn=collate_detection, drop_last=True
+        train, batch_size=2, shuffle=True, collate_fn=collate_detection, drop_last=True
     )
     model.train()
     step = 0
