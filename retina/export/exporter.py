@@ -28,6 +28,7 @@ __all__ = [
     "SUFFIXES",
     "GRAPH_VERSION",
     "export_checkpoint",
+    "build_export",
     "build_metadata",
     "trace_graph",
     "check_parity",
@@ -138,6 +139,30 @@ def parity_batches(model: torch.nn.Module, size: int | None) -> list[torch.Tenso
     return [padded, torch.stack(sample_images([(s + 23, s - 11)], seed=2))]
 
 
+def build_export(
+    model: torch.nn.Module, cat_ids: Sequence[int], fmt: str, metadata: Mapping[str, Any],
+    example: torch.Tensor,
+) -> tuple[bytes, Runner]:  # fmt: skip
+    """Trace ``model`` (eval mode) into ``fmt`` with ``metadata``.
+
+    Args:
+        example: a batch ``(N, 3, H, W)`` 0-255 to trace with (mirrored to batch ``2N``, so
+            that no size is 1).
+
+    Returns:
+        the file's bytes and a callable that runs the exported model on a batch.
+    """
+    graph = DetectionGraph(model, cat_ids, onnx_nms=fmt == "onnx")
+    program = trace_graph(graph, torch.cat([example, example.flip(-1)]))
+    if fmt == "onnx":
+        log.info("translating to ONNX (opset %d)", OPSET)
+        data = _onnx_bytes(program, metadata)
+        return data, _onnx_runner(data)
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer, extra_files={"retina.json": json.dumps(metadata)})
+    return buffer.getvalue(), program.module()
+
+
 def export_checkpoint(
     checkpoint: str, fmt: str, out: str | Path, score_thresh: float | None = None
 ) -> dict[str, Any]:
@@ -165,26 +190,19 @@ def export_checkpoint(
         raise ConfigError("out", f"{out} is a folder")
     overrides = {}
     if score_thresh is not None:
-        if isinstance(score_thresh, bool) or not 0 <= float(score_thresh) <= 1:
+        number = isinstance(score_thresh, (int, float)) and not isinstance(score_thresh, bool)
+        if not number or not 0 <= score_thresh <= 1:
             raise ConfigError("score_thresh", f"must be null or in [0, 1], got {score_thresh!r}")
         overrides["score_thresh"] = float(score_thresh)
     model, state = load_for_inference(str(checkpoint), overrides)
     metadata = build_metadata(state, str(checkpoint), model)
     cat_ids = [int(c) for c in state["cat_ids"]]
-    graph = DetectionGraph(model, cat_ids, onnx_nms=fmt == "onnx")
     batches = parity_batches(model, metadata["min_size"])
     log.info("tracing %s with torch.export", checkpoint)
-    program = trace_graph(graph, torch.cat([batches[0], batches[0].flip(-1)]))
-    if fmt == "onnx":
-        log.info("translating to ONNX (opset %d)", OPSET)
-        data = _onnx_bytes(program, metadata)
-        check_parity(model, _onnx_runner(data), cat_ids, batches)
-        write_bytes_atomic(out, data)
-    else:
-        buffer = io.BytesIO()
-        torch.export.save(program, buffer, extra_files={"retina.json": json.dumps(metadata)})
-        check_parity(model, program.module(), cat_ids, batches)
-        write_bytes_atomic(out, buffer.getvalue())
+    data, run = build_export(model, cat_ids, fmt, metadata, batches[0])
+    check_parity(model, run, cat_ids, batches)
+    if fmt == "torch_export":  # the sidecar first: a .pt2 never stands without it
         write_json_atomic(f"{out}.json", metadata, indent=1)
+    write_bytes_atomic(out, data)
     log.info("wrote %s", out)
     return metadata

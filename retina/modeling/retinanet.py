@@ -292,9 +292,9 @@ class RetinaNet(nn.Module):
         ``logits``: ``(B, n, K)`` -> logits, anchor indices, labels, each ``(B, k)``, sorted.
         The k best pairs can only come from the k anchors with the best per-anchor maximum
         (any other anchor is beaten by k pairs), so top-k runs over ``k*K`` pairs instead of
-        ``n*K`` (P3 at 800x1333: 150k x 91); with ``n <= k`` those anchors are all of them. Ranking by logit equals ranking by score; the
-        score threshold is applied afterwards, which keeps the same set as torchvision's
-        threshold-then-top-k (up to ties).
+        ``n*K`` (P3 at 800x1333: 150k x 91); with ``n <= k`` those anchors are all of them.
+        Ranking by logit equals ranking by score; the score threshold is applied afterwards,
+        which keeps the same set as torchvision's threshold-then-top-k (up to ties).
         """
         b, n, k = logits.shape
         # sym_min, not a branch on n: the same code traces with symbolic sizes (retina.export)
