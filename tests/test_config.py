@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -223,3 +224,63 @@ def test_every_loss_and_model_config_passes_its_constructors(tmp_path):
     for group in ("loss", "model"):
         for name in GROUPS[group]:
             validate_config(_compose([f"{group}={name}"], tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.smooth_l1_beta=inf", "must be a finite number, got inf"),
+        ("model.smooth_l1_beta=nan", "must be a finite number, got nan"),
+        ("model.smooth_l1_beta=-1", "must satisfy 0.0 <= value, got -1"),
+        ("optim.optimizer.momentum=1.5", "must satisfy 0.0 <= value < 1.0, got 1.5"),
+        ("optim.optimizer.momentum=1", "must satisfy 0.0 <= value < 1.0, got 1"),
+        ("optim.optimizer.momentum=-0.1", "must satisfy 0.0 <= value < 1.0, got -0.1"),
+    ],
+)
+def test_ranges_of_smooth_l1_beta_and_momentum(tmp_path, override, message):
+    """Issue 23: ``inf`` made the box loss 0 throughout, ``-1``/``nan`` failed at iteration 1
+    (``nan`` as "negative"), ``momentum=1.5`` was accepted."""
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError) as err:
+        validate_config(_compose([override], tmp_path))
+    assert str(err.value) == f"{key}: {message}"
+    validate_config(_compose(["model.smooth_l1_beta=0", "optim.optimizer.momentum=0"], tmp_path))
+
+
+def test_a_generated_dataset_must_match_the_generator(tmp_path):
+    """Issue 23: ``data.generator.num_classes=5`` on an existing default root trained on its
+    3 classes while ``metrics.json`` recorded 5."""
+    from retina.engine.build import prepare_data_root
+    from retina.engine.distributed import DistInfo
+
+    tiny = ["data.generator.train=2", "data.generator.val=1", "data.generator.size=64"]
+    root = prepare_data_root(_compose(tiny, tmp_path).data, DistInfo())
+    assert root == tmp_path / "shapes" and (root / "generator.json").is_file()
+    assert prepare_data_root(_compose(tiny, tmp_path).data, DistInfo()) == root
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    other = _compose([*tiny, "data.generator.num_classes=5"], tmp_path)
+    with pytest.raises(ConfigError, match=r"^data.generator.num_classes: .* num_classes=3, "
+                                          r"this config asks for 5; delete "):
+        prepare_data_root(other.data, DistInfo())
+    (root / "generator.json").unlink()  # a dataset generated before the record existed
+    with pytest.raises(ConfigError, match="^data.generator.num_classes: "):
+        prepare_data_root(other.data, DistInfo())
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == [
+        p for p in before if p.name != "generator.json"]
+    # a root chosen by hand holds the user's own data: the generator does not describe it
+    mine = _compose([*tiny, f"data.root={root}", "paths.data_dir=/elsewhere"], tmp_path)
+    assert prepare_data_root(mine.data, DistInfo()) == root
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("+data.generator.colour=red", "unknown generator option(s) colour"),
+    ("data.generator.max_objects=1", "max_objects >= 3"),
+])
+def test_bad_generator_options_are_one_line(tmp_path, override, message):
+    from retina.engine.build import prepare_data_root
+    from retina.engine.distributed import DistInfo
+
+    cfg = _compose([override, "data.generator.train=2", "data.generator.val=1"], tmp_path)
+    with pytest.raises(ConfigError, match=r"^data.generator: .*" + re.escape(message)):
+        prepare_data_root(cfg.data, DistInfo())
+    assert not any(tmp_path.iterdir())

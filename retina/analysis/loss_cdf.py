@@ -172,10 +172,12 @@ def _compose_data(group: str, overrides: Sequence[str]) -> Any:
     from hydra.errors import HydraException
 
     from retina.config import CONFIG_DIR
+    from retina.engine.defaults import register_defaults
     from retina.errors import first_line
 
     if not (CONFIG_DIR / "data" / f"{group}.yaml").is_file():
         raise ValueError(f"data={group}: no such config ({CONFIG_DIR / 'data'})")
+    register_defaults()
     try:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
             cfg = compose("train", overrides=[f"data={group}", *overrides])

@@ -10,11 +10,15 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from retina.data.validate import validate_coco
+from retina.cli import exit_on_interrupt
+
+with exit_on_interrupt("retina-check-data"):  # Ctrl-C while loading: one line
+    from retina.data.validate import validate_coco
 
 __all__ = ["main"]
 
 
+@exit_on_interrupt("retina-check-data")
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point ``retina-check-data ANN_FILE [IMAGE_ROOT] [--strict]``: prints
     each problem as ``error: ...`` or ``warning: ...``; exit 1 on errors (and on warnings

@@ -37,6 +37,7 @@ def exit_on_user_error(prog: str) -> Iterator[None]:
 def run_cli(app: Callable[[], Any], prog: str) -> None:
     """Run a ``@hydra.main`` function with one-line errors for bad input.
 
+    The model defaults node is registered first (:mod:`retina.engine.defaults`).
     Hydra prints its own errors (an unknown override key, a missing config group option)
     over several lines unless ``HYDRA_FULL_ERROR`` is set, in which case it re-raises them;
     so it is set here and the error printed as one line by :func:`exit_on_user_error`.
@@ -45,6 +46,9 @@ def run_cli(app: Callable[[], Any], prog: str) -> None:
     occupied ``hydra.run.dir``, or opening its log file where a folder of that name is) is
     one line too.
     """
+    from retina.engine.defaults import register_defaults
+
+    register_defaults()  # configs/model/*.yaml extend it
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         with exit_on_interrupt(prog), exit_on_user_error(prog):

@@ -42,12 +42,26 @@ def _flatten(node: Any, prefix: str) -> dict[str, Any]:
     return {prefix: node}
 
 
+def _effective(node: Any, root: str) -> Any:
+    """The model node as ``build_retinanet`` sees it: a key it lacks takes the default of the
+    part constructor that owns it (a config written before the key was listed means it)."""
+    if root != "model" or not isinstance(node, Mapping) or node.get("_target_") not in (
+        "retina.modeling.build_retinanet", "retina.modeling.build.build_retinanet"
+    ):
+        return node
+    from retina.modeling.build import model_defaults
+
+    return {**model_defaults(), **node}
+
+
 def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Dotted keys under :data:`MUST_MATCH` whose values differ between two resolved
-    configs (a key present in one only counts as a difference)."""
+    configs (a key present in one only counts as a difference, except a model key that
+    ``build_retinanet`` defaults: there the default stands in)."""
     changed = []
     for root in MUST_MATCH:
-        a, b = _flatten(select(old, root), root), _flatten(select(new, root), root)
+        a = _flatten(_effective(select(old, root), root), root)
+        b = _flatten(_effective(select(new, root), root), root)
         keys = sorted(set(a) | set(b))
         changed += [k for k in keys if a.get(k, "<absent>") != b.get(k, "<absent>")]
     return changed

@@ -34,7 +34,8 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from retina.errors import ConfigError
 from retina.modeling.backbone import ResNetBackbone
-from retina.modeling.retinanet import IMAGENET_MEAN, IMAGENET_STD
+from retina.modeling.build import model_defaults
+from retina.modeling.retinanet import LossOutput
 
 __all__ = ["TorchvisionRetinaNet", "AlphaGammaClassificationHead", "build_torchvision_retinanet"]
 
@@ -87,7 +88,8 @@ class _NoResizeTransform(GeneralizedRCNNTransform):
 class TorchvisionRetinaNet(nn.Module):
     """A torchvision ``RetinaNet`` behind retina's model interface.
 
-    Train mode: ``model(images, targets) -> {"loss_cls", "loss_box_reg"}``; eval mode:
+    Train mode: ``model(images, targets) -> LossOutput({"loss_cls", "loss_box_reg"}, {})``
+    (torchvision's loss measures nothing more); eval mode:
     ``model(images) -> [{"boxes" (D,4), "scores" (D,), "labels" (D,)}]``. Images are
     retina's ``(3, H, W)`` uint8 (or float in [0, 1]) tensors; targets keep only ``boxes``
     and ``labels`` (torchvision has no crowd boxes).
@@ -96,7 +98,6 @@ class TorchvisionRetinaNet(nn.Module):
     def __init__(self, model: RetinaNet) -> None:
         super().__init__()
         self.model = model
-        self.stats: dict[str, float] = {}
 
     @staticmethod
     def _float(image: Tensor) -> Tensor:
@@ -112,7 +113,9 @@ class TorchvisionRetinaNet(nn.Module):
         plain = [{"boxes": t["boxes"].float().reshape(-1, 4), "labels": t["labels"].long()}
                  for t in targets]
         losses = self.model(images, plain)
-        return {"loss_cls": losses["classification"], "loss_box_reg": losses["bbox_regression"]}
+        return LossOutput(
+            {"loss_cls": losses["classification"], "loss_box_reg": losses["bbox_regression"]}, {}
+        )
 
 
 def _loss_numbers(loss: Mapping[str, Any]) -> tuple[float, float | None]:
@@ -138,13 +141,14 @@ def build_torchvision_retinanet(model: Mapping[str, Any], loss: Mapping[str, Any
             torchvision cannot express (C5 as wide as the FPN makes it read P5).
     """
     gamma, alpha = _loss_numbers(loss)
-    body = ResNetBackbone(depth=int(model.get("depth", 50)), weights=model.get("weights"),
-                          norm=str(model.get("norm", "frozen_bn")),
-                          norm_eps=float(model.get("norm_eps", 1e-5)),
-                          freeze_at=int(model.get("freeze_at", 2)))
-    channels = int(model.get("fpn_channels", 256))
+    m = {**model_defaults(), **model}  # keys left out: the part constructors' defaults
+    body = ResNetBackbone(depth=int(m["depth"]), weights=m["weights"],
+                          norm=str(m["norm"]),
+                          norm_eps=float(m["norm_eps"]),
+                          freeze_at=int(m["freeze_at"]))
+    channels = int(m["fpn_channels"])
     c5 = body.out_channels[-1]
-    p6_from = str(model.get("p6_from", "c5"))
+    p6_from = str(m["p6_from"])
     if p6_from == "c5" and c5 == channels:
         raise ConfigError("model.p6_from", "c5 with C5 as wide as the FPN: torchvision's "
                           "LastLevelP6P7 would read P5")
@@ -153,39 +157,39 @@ def build_torchvision_retinanet(model: Mapping[str, Any], loss: Mapping[str, Any
         in_channels_list=list(body.out_channels), out_channels=channels,
         extra_blocks=LastLevelP6P7(c5 if p6_from == "c5" else channels, channels),
     )
-    num_scales = int(model.get("num_scales", 3))
-    ratios = tuple(float(r) for r in model.get("aspect_ratios", (0.5, 1.0, 2.0)))
+    num_scales = int(m["num_scales"])
+    ratios = tuple(float(r) for r in m["aspect_ratios"])
     sizes = tuple(tuple(int(s * 2 ** (i / num_scales)) for i in range(num_scales))
-                  for s in model.get("anchor_sizes", (32, 64, 128, 256, 512)))
+                  for s in m["anchor_sizes"])
     anchors = AnchorGenerator(sizes, (ratios,) * len(sizes))
     num_anchors = anchors.num_anchors_per_location()[0]
-    norm = model.get("head_norm")
+    norm = m["head_norm"]
     norm_layer = partial(nn.GroupNorm, 32) if norm == "gn" else None
     head = RetinaNetHead(channels, num_anchors, num_classes, norm_layer=norm_layer)
-    prior = model.get("prior_prob", 0.01)
+    prior = m["prior_prob"]
     if gamma != 2.0 or alpha != 0.25 or prior != 0.01:
         if prior is None:
             raise ConfigError("model.prior_prob", "null: torchvision's head always sets a prior")
         head.classification_head = AlphaGammaClassificationHead(
             channels, num_anchors, num_classes, prior_probability=float(prior),
             norm_layer=norm_layer, gamma=gamma, alpha=alpha)
-    num_convs = int(model.get("num_convs", 4))
+    num_convs = int(m["num_convs"])
     head.classification_head.conv = head.classification_head.conv[:num_convs]
     head.regression_head.conv = head.regression_head.conv[:num_convs]
-    mean = [float(v) for v in model.get("pixel_mean", IMAGENET_MEAN)]
-    std = [float(v) for v in model.get("pixel_std", IMAGENET_STD)]
+    mean = [float(v) for v in m["pixel_mean"]]
+    std = [float(v) for v in m["pixel_std"]]
     tv = RetinaNet(
         backbone, num_classes, anchor_generator=anchors, head=head, image_mean=mean,
-        image_std=std, score_thresh=float(model.get("score_thresh", 0.05)),
-        nms_thresh=float(model.get("nms_thresh", 0.5)),
-        detections_per_img=int(model.get("detections_per_img", 100)),
-        fg_iou_thresh=float(model.get("fg_iou_thresh", 0.5)),
-        bg_iou_thresh=float(model.get("bg_iou_thresh", 0.4)),
-        topk_candidates=int(model.get("topk_candidates", 1000)),
+        image_std=std, score_thresh=float(m["score_thresh"]),
+        nms_thresh=float(m["nms_thresh"]),
+        detections_per_img=int(m["detections_per_img"]),
+        fg_iou_thresh=float(m["fg_iou_thresh"]),
+        bg_iou_thresh=float(m["bg_iou_thresh"]),
+        topk_candidates=int(m["topk_candidates"]),
     )
     tv.proposal_matcher = det_utils.Matcher(
         tv.proposal_matcher.high_threshold, tv.proposal_matcher.low_threshold,
-        allow_low_quality_matches=bool(model.get("allow_low_quality_matches", True)))
+        allow_low_quality_matches=bool(m["allow_low_quality_matches"]))
     tv.transform = _NoResizeTransform(
-        800, 1333, mean, std, size_divisible=int(model.get("size_divisibility", 128)))
+        800, 1333, mean, std, size_divisible=int(m["size_divisibility"]))
     return TorchvisionRetinaNet(tv)
