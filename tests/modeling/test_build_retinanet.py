@@ -63,3 +63,19 @@ def test_model_files_state_choices_not_defaults(path):
     copies = [k for k, v in node.items() if k not in IDENTITY and defaults.get(k) == v]
     assert not copies, f"{path.name} repeats constructor defaults: {copies}"
     assert set(node) - IDENTITY <= set(defaults)
+
+
+def test_scale_clamp_and_normalizer_momentum_are_keys():
+    """Both were fixed in code (``scale_clamp`` patched onto a built model by
+    ``from_torchvision``); now config keys, and ``scale_clamp`` must be positive."""
+    import math
+
+    import torch
+
+    model = build_retinanet(**SMALL, scale_clamp=1.0, normalizer_momentum=0.5)
+    assert model.box_coder.scale_clamp == 1.0 and model.normalizer_momentum == 0.5
+    anchors = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    boxes = model.box_coder.decode(torch.tensor([[0.0, 0.0, 5.0, 5.0]]), anchors)
+    assert boxes[0, 2] - boxes[0, 0] == pytest.approx(10 * math.e, rel=1e-5)  # exp(clamp=1)
+    with pytest.raises(ValueError, match="^scale_clamp="):
+        build_retinanet(**SMALL, scale_clamp=0.0)
