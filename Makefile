@@ -8,9 +8,11 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# constraints.txt pins the exact versions this repository is developed and tested with (CI
+# included); pyproject.toml keeps the open ranges a user installs with.
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
 # The default suite (slow tests deselected in pyproject.toml), then the slow ones

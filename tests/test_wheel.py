@@ -40,7 +40,7 @@ def wheel(tmp_path_factory) -> Path:
                     ignore=shutil.ignore_patterns("__pycache__", "*.so"))  # fmt: skip
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
           "--quiet", "-w", str(root / "dist"), str(src)], cwd=root)  # fmt: skip
-    (found,) = (root / "dist").glob("retina-*.whl")
+    (found,) = (root / "dist").glob("retina_focal-*.whl")  # the distribution name
     return found
 
 
