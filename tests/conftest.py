@@ -18,6 +18,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -66,3 +67,42 @@ def run_main(monkeypatch, capsys) -> Callable[..., CliResult]:
         return CliResult(code, out, err)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def shapes_root(tmp_path_factory) -> Path:
+    """Ten train and four val shapes images of 96x96, three classes (generated once per
+    session; do not change them)."""
+    from retina.data.shapes import make_shapes_dataset
+
+    out = tmp_path_factory.mktemp("shapes")
+    return make_shapes_dataset(out, train=10, val=4, size=96, seed=3, workers=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A random-weight tiny RetinaNet checkpoint shaped like the trainer's (iteration 3, the
+    label mapping, the resolved model, loss and data config), generated once per session.
+    Its data config points at 4 generated 96 px shapes validation images in
+    ``<checkpoint>.parents[1] / "shapes"``, resized to 128 px for the model. Do not change
+    them; write next to them."""
+    import yaml
+    from hydra.utils import instantiate
+
+    from retina.config import CONFIG_DIR
+    from retina.data import CocoDetection, make_shapes_dataset
+    from retina.engine.checkpoint import save_checkpoint
+
+    root = tmp_path_factory.mktemp("tiny_checkpoint")
+    data_root = make_shapes_dataset(root / "shapes", train=0, val=4, size=96, workers=1)
+    model_cfg = yaml.safe_load((CONFIG_DIR / "model/retinanet_tiny.yaml").read_text())
+    loss_cfg = yaml.safe_load((CONFIG_DIR / "loss/focal.yaml").read_text())
+    data_cfg = yaml.safe_load((CONFIG_DIR / "data/shapes.yaml").read_text())
+    data_cfg.update(root=str(data_root), generator=None)
+    data_cfg["val_transforms"].update(min_size=128, max_size=128)  # != image size: rescaling
+    dataset = CocoDetection(data_root / data_cfg["val_ann"], data_root / data_cfg["val_images"])
+    torch.manual_seed(0)
+    model = instantiate(model_cfg, num_classes=dataset.num_classes, cls_loss=None)
+    state = {"model": model.state_dict(), **dataset.label_mapping(),
+             "config": {"model": model_cfg, "loss": loss_cfg, "data": data_cfg}}
+    return save_checkpoint(state, root / "checkpoints", iteration=3)
