@@ -11,6 +11,9 @@ Without a GPU, Triton kernels (:mod:`retina.ops.focal_triton`) are tested throug
 interpreter on CPU tensors. The interpreter must be chosen before Triton is first imported
 (torchvision imports it), so it is chosen here, before any test module is collected.
 CPU code never launches Triton kernels, so nothing else changes.
+
+The model configs extend the ``retinanet_defaults`` node, registered here for every test
+that composes a config (:mod:`retina.engine.defaults`).
 """
 
 import logging
@@ -25,6 +28,10 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from retina.engine.defaults import register_defaults  # noqa: E402
+
+register_defaults()  # configs/model/*.yaml extend it; every test that composes needs it
 
 
 @dataclass
@@ -96,6 +103,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny_checkpoint")
     data_root = make_shapes_dataset(root / "shapes", train=0, val=4, size=96, workers=1)
     model_cfg = yaml.safe_load((CONFIG_DIR / "model/retinanet_tiny.yaml").read_text())
+    del model_cfg["defaults"]  # the choices only; the constructors default the rest
     loss_cfg = yaml.safe_load((CONFIG_DIR / "loss/focal.yaml").read_text())
     data_cfg = yaml.safe_load((CONFIG_DIR / "data/shapes.yaml").read_text())
     data_cfg.update(root=str(data_root), generator=None)

@@ -156,7 +156,7 @@ def _val_dataset(
     else:
         if not isinstance(config.get("data"), dict):
             raise ValueError("the checkpoint has no data config; pass data=GROUP (e.g. shapes)")
-        check_targets(config["data"], where)
+        check_targets(config["data"], where, "data")
         node = OmegaConf.create(config["data"])
         if overrides:
             node = OmegaConf.merge(node, OmegaConf.from_dotlist(
@@ -172,10 +172,12 @@ def _compose_data(group: str, overrides: Sequence[str]) -> Any:
     from hydra.errors import HydraException
 
     from retina.config import CONFIG_DIR
+    from retina.engine.defaults import register_defaults
     from retina.errors import first_line
 
     if not (CONFIG_DIR / "data" / f"{group}.yaml").is_file():
         raise ValueError(f"data={group}: no such config ({CONFIG_DIR / 'data'})")
+    register_defaults()
     try:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
             cfg = compose("train", overrides=[f"data={group}", *overrides])
@@ -202,12 +204,14 @@ def loss_cdf_from_checkpoint(
             checkpoint, the data config key or the dataset file at fault.
     """
     from retina.data import collate_detection
-    from retina.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
+    from retina.engine.inference import check_label_mapping, load_for_inference
+    from retina.utils.device import select_device
 
-    state = load_checkpoint(checkpoint)
-    model = build_model_from_checkpoint(state, checkpoint)
-    model.eval().to(device)
+    torch_device = select_device(device, "device")
+    model, state = load_for_inference(str(checkpoint))
+    model.to(torch_device)
     dataset = _val_dataset(state.get("config") or {}, data, data_overrides, checkpoint)
+    check_label_mapping(state, dataset, str(checkpoint))
     count = min(max_images, len(dataset))
     losses: dict[float, tuple[list[Tensor], list[Tensor]]] = {float(g): ([], []) for g in gammas}
     for start in range(0, count, batch_size):
@@ -215,7 +219,8 @@ def loss_cdf_from_checkpoint(
         images, targets = collate_detection([b for b in batch if b is not None])
         if not images:
             continue
-        logits, labels = anchor_logits_and_labels(model, [im.to(device) for im in images], targets)
+        images = [im.to(torch_device) for im in images]
+        logits, labels = anchor_logits_and_labels(model, images, targets)
         for gamma, (pos, neg) in per_anchor_losses(logits, labels, gammas).items():
             losses[gamma][0].append(pos.cpu())
             losses[gamma][1].append(neg.cpu())

@@ -17,7 +17,13 @@ from typing import Any
 
 import yaml
 
-__all__ = ["Run", "brief", "collect_runs", "expected_jobs", "read_run", "split_override"]
+__all__ = ["REFERENCE_DIR", "Run", "brief", "collect_runs", "expected_jobs", "read_run",
+           "split_override"]
+
+REFERENCE_DIR = "torchvision"
+"""Sub-folder of a sweep holding reference runs of another implementation (one folder per run,
+written by ``scripts/train_torchvision.py``); they are listed after the sweep's jobs, and the
+sweep's own jobs then get ``implementation: retina`` in their config."""
 
 _LOG_PREFIX = re.compile(r"^\[[^\]]*\]\[[^\]]*\]\[[A-Z]+\] - ")
 _ERROR_LINE = re.compile(r"error|exception|diverg|non-finite|nan loss|killed", re.IGNORECASE)
@@ -154,6 +160,9 @@ def read_run(job_dir: Path) -> Run:
               experiment=_experiment(overrides, choices), path=job_dir)
     config = _load_yaml(job_dir / ".hydra" / "config.yaml")
     run.config = config if isinstance(config, dict) else {}
+    if refused := _refused_target(run.config, job_dir / ".hydra" / "config.yaml"):
+        run.status, run.reason = "failed", refused
+        return run
     metrics_path = job_dir / "metrics.json"
     if not metrics_path.is_file():
         run.reason, failed = _log_reason(job_dir)
@@ -168,6 +177,9 @@ def read_run(job_dir: Path) -> Run:
         return run
     if isinstance(data.get("config"), dict):
         run.config = data["config"]
+        if refused := _refused_target(run.config, metrics_path):
+            run.status, run.reason = "failed", refused
+            return run
     run.train_seconds = _train_seconds(data)
     status = str(data.get("status", "")).lower()
     error = data.get("error") or data.get("reason")
@@ -186,6 +198,20 @@ def read_run(job_dir: Path) -> Run:
     if run.status != "done":
         run.metrics = {k: v for k, v in run.metrics.items() if math.isfinite(v)}
     return run
+
+
+def _refused_target(config: dict[str, Any], path: Path) -> str | None:
+    """The one-line refusal of a config whose ``_target_``s are not all allowed
+    (:func:`retina.utils.instantiate.check_targets`; a report builds nothing from a run
+    folder, but a crafted one is not reported as a result), else None."""
+    from retina.errors import CheckpointError
+    from retina.utils.instantiate import check_targets
+
+    try:
+        check_targets(config, f"{path}: config")
+    except CheckpointError as err:
+        return str(err)
+    return None
 
 
 def _train_seconds(data: dict[str, Any]) -> float | None:
@@ -226,9 +252,12 @@ def collect_runs(multirun_dir: Path) -> list[Run]:
     expected = expected_jobs(multirun_dir)
     if not expected and not any(_is_job(p) for p in jobs.values()):
         jobs = {}  # numbered folders, but none a job wrote: not a sweep
+    references = _reference_runs(multirun_dir)
     if not jobs and not expected:
         if (multirun_dir / "metrics.json").is_file() or (multirun_dir / ".hydra").is_dir():
             return [read_run(multirun_dir)]
+        if references:
+            return references
         raise ValueError(
             f"{multirun_dir}: no runs found (expected job folders 0/, 1/, ... and "
             "multirun.yaml from `retina-train -m ...`)"
@@ -246,6 +275,23 @@ def collect_runs(multirun_dir: Path) -> list[Run]:
             runs.append(Run(name=str(index), status="not started", overrides=overrides,
                             choices=_job_choices(choices, overrides), experiment=experiment,
                             reason="" if overrides else "folder missing"))
+    if references:  # the sweep's own jobs become the "retina" rows beside them
+        for run in runs:
+            run.config.setdefault("implementation", "retina")
+    return runs + references
+
+
+def _reference_runs(multirun_dir: Path) -> list[Run]:
+    """The runs under ``multirun_dir/REFERENCE_DIR/*/``, by folder name."""
+    folder = multirun_dir / REFERENCE_DIR
+    if not folder.is_dir():
+        return []
+    runs = []
+    for job_dir in sorted(p for p in folder.iterdir() if p.is_dir() and _is_job(p)):
+        run = read_run(job_dir)
+        run.name = f"{REFERENCE_DIR}/{job_dir.name}"
+        run.config.setdefault("implementation", REFERENCE_DIR)
+        runs.append(run)
     return runs
 
 

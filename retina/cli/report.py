@@ -8,9 +8,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from retina.analysis.report import write_report
-from retina.analysis.table_format import format_markdown
-from retina.errors import ResultsError
+from retina.cli import exit_on_interrupt
+
+with exit_on_interrupt("retina-report"):  # Ctrl-C while loading: one line
+    from retina.analysis.report import write_report
+    from retina.analysis.table_format import format_markdown
+    from retina.errors import ResultsError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@exit_on_interrupt("retina-report")
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: ``retina-report DIR [--reference ROW]``."""
     try:

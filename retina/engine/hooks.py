@@ -141,7 +141,10 @@ class EvalHook(Hook):
         start = time.perf_counter()
         detections = run_inference(model, self.val_loader, trainer.device)
         out_dir = self.run_dir if final else None
-        self.metrics = evaluate_detections(detections, self.val_set, out_dir=out_dir)
+        self.metrics = evaluate_detections(
+            detections, self.val_set, out_dir=out_dir,
+            evaluated=[d["image_id"] for d in detections],
+        )  # fmt: skip
         self._done_at = trainer.iteration
         self._record(trainer.iteration)
         if final and self.time_images > 0:

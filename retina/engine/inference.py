@@ -43,7 +43,7 @@ def data_config(cfg: DictConfig, state: Mapping[str, Any], path: str) -> tuple[D
     where = f"{path}: config.data"
     if not isinstance(stored, Mapping) or "root" not in stored:
         raise CheckpointError(f"{path}: checkpoint has no data config; choose one with data=NAME")
-    check_targets(stored, where)
+    check_targets(stored, where, "data")
     stored_cfg = OmegaConf.create(dict(stored))
     _refuse_generation_outside(cfg, stored_cfg, where)
     return stored_cfg, where
@@ -81,7 +81,8 @@ def build_val_dataset(data_cfg: DictConfig, root: Path, where: str = "data") -> 
     raise_for_problems(validate_coco(ann_file, check_images=False))
     transforms = None
     if data_cfg.get("val_transforms") is not None:
-        transforms = instantiate_untrusted(data_cfg.val_transforms, f"{where}.val_transforms")
+        transforms = instantiate_untrusted(data_cfg.val_transforms, f"{where}.val_transforms",
+                                           "data.val_transforms")
     return CocoDetection(
         ann_file, root / str(data_cfg.val_images), transforms,
         drop_empty=False, check=False, on_broken="skip", **dataset_options(data_cfg),

@@ -33,7 +33,8 @@ def _job(root: Path, index: int, gamma: float, alpha: float) -> Path:
     _write_yaml(job / ".hydra" / "overrides.yaml", overrides)
     choices = {"loss": "focal", "model": "retinanet", "experiment": EXPERIMENT}
     _write_yaml(job / ".hydra" / "hydra.yaml", {"hydra": {"runtime": {"choices": choices}}})
-    config = {"loss": {"_target_": "x.FocalLoss", "gamma": gamma, "alpha": alpha},
+    loss = {"_target_": "retina.modeling.losses.FocalLoss", "gamma": gamma, "alpha": alpha}
+    config = {"loss": loss,
               "model": {"num_scales": 3, "aspect_ratios": [0.5, 1.0, 2.0], "prior_prob": 0.01},
               "paths": {"output_dir": "${hydra:runtime.output_dir}"}}
     _write_yaml(job / ".hydra" / "config.yaml", config)

@@ -24,6 +24,7 @@ def setup(tmp_path_factory):
     """A checkpoint (tiny model, val resize to 128 px) and a folder of three images."""
     root = tmp_path_factory.mktemp("predict_cli")
     model_cfg = yaml.safe_load((REPO / "configs/model/retinanet_tiny.yaml").read_text())
+    del model_cfg["defaults"]  # the choices only; the constructors default the rest
     data_cfg = yaml.safe_load((REPO / "configs/data/shapes.yaml").read_text())
     data_cfg["val_transforms"].update(min_size=128, max_size=160)
     torch.manual_seed(0)
