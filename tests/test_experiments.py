@@ -184,13 +184,16 @@ def test_two_by_two_sweep_through_the_cli_and_report(tmp_path: Path):
     assert (sweep_dir / "heatmap.png").is_file() and (sweep_dir / "table.csv").is_file()
 
 
-def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path):
+def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path, run_main, monkeypatch):
     """Two jobs that fail validation: both run, both are recorded, the exit status is 1."""
+    from retina.cli import train as train_module
+
+    monkeypatch.setattr(train_module, "_failed_jobs", [])
+    monkeypatch.chdir(tmp_path)
     sweep_dir = tmp_path / "sweep"
     overrides = ["+experiment=prior_init", "loss=ce", "model.prior_prob=0.01",
                  f"hydra.sweep.dir={sweep_dir}", "optim.base_lr=-1,-2", "train.device=cpu"]
-    proc = subprocess.run([sys.executable, "-m", "retina.cli.train", "-m", *overrides],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = run_main(train_module.main, "retina-train", "-m", *overrides)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert "job 0 failed: " in proc.stderr and "job 1 failed: " in proc.stderr

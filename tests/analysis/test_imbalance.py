@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -66,11 +64,12 @@ def test_counts_by_hand_and_as_the_model_trains():
     assert model([image], [target]).stats["num_pos"].item() == counts.positive
 
 
-def test_cli_writes_stats_json_and_md(dataset: Path, tmp_path: Path):
+def test_cli_writes_stats_json_and_md(dataset: Path, tmp_path: Path, run_main, monkeypatch):
+    from retina.cli.stats import main
+
+    monkeypatch.chdir(tmp_path)  # Hydra's own run folder lands here
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "retina.cli.stats", *MODEL, *_data_overrides(dataset),
-         f"out={out}"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = run_main(main, "retina-stats", *MODEL, *_data_overrides(dataset), f"out={out}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     stats = json.loads((out / "stats.json").read_text())
     assert stats["images"] == 1 and stats["objects"] == 2
@@ -84,10 +83,12 @@ def test_cli_writes_stats_json_and_md(dataset: Path, tmp_path: Path):
     assert "negative:positive anchors = 169:1" in (out / "stats.md").read_text()
 
 
-def test_cli_bad_argument_is_one_line(tmp_path: Path):
-    proc = subprocess.run([sys.executable, "-m", "retina.cli.stats", "images=0",
-                           f"data.root={tmp_path / 'nope'}", f"out={tmp_path / 'o'}"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+def test_cli_bad_argument_is_one_line(tmp_path: Path, run_main, monkeypatch):
+    from retina.cli.stats import main
+
+    monkeypatch.chdir(tmp_path)
+    proc = run_main(main, "retina-stats", "images=0", f"data.root={tmp_path / 'nope'}",
+                    f"out={tmp_path / 'o'}")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "images" in proc.stderr
 

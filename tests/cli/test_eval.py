@@ -1,4 +1,5 @@
-"""retina-eval end to end: a random-weight tiny model's checkpoint on generated shapes data."""
+"""retina-eval end to end: a random-weight tiny model's checkpoint on generated shapes data
+(``tiny_checkpoint`` in tests/conftest.py)."""
 
 import contextlib
 import io
@@ -7,43 +8,17 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-import yaml
-from hydra.utils import instantiate
 
-from retina.data import CocoDetection, make_shapes_dataset
-from retina.engine.checkpoint import save_checkpoint
+from retina.data import make_shapes_dataset
 from retina.engine.evaluation import METRIC_KEYS
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def make_checkpoint(root: Path, num_classes: int = 3, size: int = 96) -> Path:
-    """Generate a tiny shapes dataset under ``root/shapes`` and a random tiny-model
-    checkpoint shaped like the trainer's (resolved config with model, loss and data)."""
-    data_root = root / "shapes"
-    make_shapes_dataset(data_root, train=0, val=4, size=size, num_classes=num_classes, workers=1)
-    model_cfg = yaml.safe_load((REPO / "configs/model/retinanet_tiny.yaml").read_text())
-    del model_cfg["defaults"]  # the choices only; the constructors default the rest
-    loss_cfg = yaml.safe_load((REPO / "configs/loss/focal.yaml").read_text())
-    data_cfg = yaml.safe_load((REPO / "configs/data/shapes.yaml").read_text())
-    data_cfg.update(root=str(data_root), generator=None)
-    data_cfg["val_transforms"].update(min_size=128, max_size=128)  # != image size: rescaling
-    dataset = CocoDetection(data_root / data_cfg["val_ann"], data_root / data_cfg["val_images"])
-    torch.manual_seed(0)
-    model = instantiate(model_cfg, num_classes=dataset.num_classes, cls_loss=None)
-    state = {
-        "model": model.state_dict(),
-        **dataset.label_mapping(),
-        "config": {"model": model_cfg, "loss": loss_cfg, "data": data_cfg},
-    }
-    return save_checkpoint(state, root / "checkpoints", iteration=3)
-
-
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval_cli")
-    return root, make_checkpoint(root)
+def setup(tiny_checkpoint: Path) -> tuple[Path, Path]:
+    """The session's tiny checkpoint and the folder above its data (``shapes/``)."""
+    return tiny_checkpoint.parents[1], tiny_checkpoint
 
 
 def test_eval_writes_results_metrics_and_table(setup, run_main):

@@ -56,31 +56,6 @@ def test_parse_args_collects_data_overrides():
 
 
 # --------------------------------------------------------------------------- loss-cdf
-def _tiny_checkpoint(tmp_path: Path) -> Path:
-    """A random-weight tiny RetinaNet checkpoint whose config points at a 4-image shapes set."""
-    import torch
-    import yaml
-    from hydra.utils import instantiate
-
-    from retina.data import make_shapes_dataset
-
-    configs = Path(__file__).resolve().parents[2] / "configs"
-    model_cfg = yaml.safe_load((configs / "model" / "retinanet_tiny.yaml").read_text())
-    del model_cfg["defaults"]  # the choices only; the constructors default the rest
-    loss_cfg = yaml.safe_load((configs / "loss" / "focal.yaml").read_text())
-    data_cfg = yaml.safe_load((configs / "data" / "shapes.yaml").read_text())
-    root = make_shapes_dataset(tmp_path / "shapes", train=1, val=4, size=128, workers=1)
-    data_cfg.update(root=str(root), generator=None, train_transforms=None, val_transforms=None)
-    torch.manual_seed(0)
-    model = instantiate(model_cfg, num_classes=3, cls_loss=instantiate(loss_cfg))
-    state = {"model": model.state_dict(), "iteration": 0, "cat_ids": [1, 2, 3],
-             "class_names": ["circle", "square", "triangle"],
-             "config": {"model": model_cfg, "loss": loss_cfg, "data": data_cfg}}
-    path = tmp_path / "model.pt"
-    torch.save(state, path)
-    return path
-
-
 def test_normalized_loss_cdf():
     from retina.analysis.loss_cdf import normalized_loss_cdf
 
@@ -107,10 +82,9 @@ def test_per_anchor_losses_split_and_gamma_order():
     assert torch.all(out[2.0][1] <= neg0)  # the focal term only shrinks each loss
 
 
-def test_loss_cdf_cli_with_random_checkpoint(tmp_path: Path, capsys):
-    checkpoint = _tiny_checkpoint(tmp_path)
+def test_loss_cdf_cli_with_random_checkpoint(tiny_checkpoint: Path, tmp_path: Path, capsys):
     out = tmp_path / "fig4.png"
-    assert main(["loss-cdf", f"checkpoint={checkpoint}", f"out={out}", "images=4"]) == 0
+    assert main(["loss-cdf", f"checkpoint={tiny_checkpoint}", f"out={out}", "images=4"]) == 0
     assert out.read_bytes()[:8] == PNG
     assert main(["loss-cdf", f"checkpoint={tmp_path / 'nope.pt'}"]) == 1
     assert "no such checkpoint" in capsys.readouterr().err

@@ -1,15 +1,14 @@
-"""``retina-train`` through its command line: a few iterations on generated shapes data,
-what the run directory holds, and one-line errors for bad overrides."""
+"""``retina-train`` through its command line: a few iterations on generated shapes data (the
+session's ``shapes_root``), what the run directory holds, and one-line errors for bad
+overrides."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-from retina.data import make_shapes_dataset
 from retina.engine.checkpoint import load_checkpoint
 from retina.ops.focal_backend import resolved_backend
 
@@ -29,13 +28,6 @@ SMALL = [
     "data.val_transforms.min_size=128",
     "data.val_transforms.max_size=128",
 ]
-
-
-@pytest.fixture(scope="module")
-def shapes_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data") / "shapes"
-    make_shapes_dataset(root, train=12, val=4, size=128, seed=0, workers=1)
-    return root
 
 
 def test_few_iterations_through_the_cli(shapes_root, tmp_path, run_main):
