@@ -211,7 +211,7 @@ def run_device(device: str, backend: str, repeats: int) -> dict:
 def table(results: list[dict]) -> str:
     rows = [
         "| device | backend | loss | time (ms) | vs torchvision | peak extra (MiB) | "
-        "vs torchvision | first call incl. compile (s) |",
+        "vs torchvision | first call (s) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for res in results:

@@ -27,6 +27,7 @@ AXIS_KEYS: dict[str, str] = {
     "model.depth": "depth",
     "data.val_transforms.min_size": "scale",
     "train.seed": "seed",
+    "implementation": "implementation",
 }
 """Config keys (dotted) read as ablation axes, and the axis each becomes."""
 

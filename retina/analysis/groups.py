@@ -93,8 +93,10 @@ def _is_paper_focal(axes: dict[str, Any]) -> bool:
 
 def default_reference(groups: Sequence[SeedGroup]) -> SeedGroup | None:
     """The paper's focal loss row (γ = 2, α = .25); the best by mean AP when several (an LR
-    sweep); None when the sweep has no such row."""
-    candidates = [g for g in groups if _is_paper_focal(g.axes)]
+    sweep); None when the sweep has no such row. Rows of a reference implementation
+    (``implementation`` other than ``retina``) are chosen only when no other row fits."""
+    focal = [g for g in groups if _is_paper_focal(g.axes)]
+    candidates = [g for g in focal if g.axes.get("implementation", "retina") == "retina"] or focal
     if not candidates:
         return None
     return max(candidates, key=lambda g: g.stats["AP"].mean if "AP" in g.stats else -math.inf)

@@ -17,7 +17,13 @@ from typing import Any
 
 import yaml
 
-__all__ = ["Run", "brief", "collect_runs", "expected_jobs", "read_run", "split_override"]
+__all__ = ["REFERENCE_DIR", "Run", "brief", "collect_runs", "expected_jobs", "read_run",
+           "split_override"]
+
+REFERENCE_DIR = "torchvision"
+"""Sub-folder of a sweep holding reference runs of another implementation (one folder per run,
+written by ``scripts/train_torchvision.py``); they are listed after the sweep's jobs, and the
+sweep's own jobs then get ``implementation: retina`` in their config."""
 
 _LOG_PREFIX = re.compile(r"^\[[^\]]*\]\[[^\]]*\]\[[A-Z]+\] - ")
 _ERROR_LINE = re.compile(r"error|exception|diverg|non-finite|nan loss|killed", re.IGNORECASE)
@@ -246,9 +252,12 @@ def collect_runs(multirun_dir: Path) -> list[Run]:
     expected = expected_jobs(multirun_dir)
     if not expected and not any(_is_job(p) for p in jobs.values()):
         jobs = {}  # numbered folders, but none a job wrote: not a sweep
+    references = _reference_runs(multirun_dir)
     if not jobs and not expected:
         if (multirun_dir / "metrics.json").is_file() or (multirun_dir / ".hydra").is_dir():
             return [read_run(multirun_dir)]
+        if references:
+            return references
         raise ValueError(
             f"{multirun_dir}: no runs found (expected job folders 0/, 1/, ... and "
             "multirun.yaml from `retina-train -m ...`)"
@@ -266,6 +275,23 @@ def collect_runs(multirun_dir: Path) -> list[Run]:
             runs.append(Run(name=str(index), status="not started", overrides=overrides,
                             choices=_job_choices(choices, overrides), experiment=experiment,
                             reason="" if overrides else "folder missing"))
+    if references:  # the sweep's own jobs become the "retina" rows beside them
+        for run in runs:
+            run.config.setdefault("implementation", "retina")
+    return runs + references
+
+
+def _reference_runs(multirun_dir: Path) -> list[Run]:
+    """The runs under ``multirun_dir/REFERENCE_DIR/*/``, by folder name."""
+    folder = multirun_dir / REFERENCE_DIR
+    if not folder.is_dir():
+        return []
+    runs = []
+    for job_dir in sorted(p for p in folder.iterdir() if p.is_dir() and _is_job(p)):
+        run = read_run(job_dir)
+        run.name = f"{REFERENCE_DIR}/{job_dir.name}"
+        run.config.setdefault("implementation", REFERENCE_DIR)
+        runs.append(run)
     return runs
 
 

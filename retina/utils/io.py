@@ -185,10 +185,16 @@ def write_json_atomic(path: str | os.PathLike, payload: Any, indent: int | None 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically; :class:`ResultsError` on failure."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (parent folders created); :class:`ResultsError`
+    on failure."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+        return atomic_write(path, lambda f: f.write(data))
     except OSError as err:
         raise _results_error(path, err) from err
 
