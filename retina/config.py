@@ -263,6 +263,26 @@ def _check_optim(cfg: DictConfig) -> None:
     check_target_keys(cfg, "optim.optimizer", injected=("params", "lr"))
     if _has(cfg, "optim.optimizer.momentum"):  # torch.optim.SGD takes any value >= 0
         _number(cfg, "optim.optimizer.momentum", 0.0, 1.0, high_open=True)
+    _check_optimizer_builds(cfg)
+
+
+def _check_optimizer_builds(cfg: DictConfig) -> None:
+    """Build ``optim.optimizer`` on one parameter: its own argument checks (e.g. SGD's
+    ``nesterov`` without momentum) fail here with the key, not at the first iteration."""
+    node = OmegaConf.select(cfg, "optim.optimizer")
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        return
+    import torch
+
+    from retina.utils.instantiate import instantiate_node
+
+    factory = instantiate_node(node, "optim.optimizer")
+    if not callable(factory):
+        return
+    try:
+        factory([torch.nn.Parameter(torch.zeros(1))], lr=float(_get(cfg, "optim.base_lr")))
+    except (TypeError, ValueError) as err:
+        raise ConfigError("optim.optimizer", first_line(err)) from None
 
 
 def default_generated_root(cfg: DictConfig) -> Path | None:

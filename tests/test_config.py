@@ -284,3 +284,11 @@ def test_bad_generator_options_are_one_line(tmp_path, override, message):
     with pytest.raises(ConfigError, match=r"^data.generator: .*" + re.escape(message)):
         prepare_data_root(cfg.data, DistInfo())
     assert not any(tmp_path.iterdir())
+
+
+def test_the_optimizer_is_built_at_validation(tmp_path):
+    """Found by the issue 23 attack: SGD's own checks failed at the first iteration with a
+    traceback."""
+    cfg = _compose(["+optim.optimizer.nesterov=true", "optim.optimizer.momentum=0"], tmp_path)
+    with pytest.raises(ConfigError, match="^optim.optimizer: Nesterov momentum requires"):
+        validate_config(cfg)

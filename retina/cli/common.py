@@ -46,12 +46,12 @@ def run_cli(app: Callable[[], Any], prog: str) -> None:
     occupied ``hydra.run.dir``, or opening its log file where a folder of that name is) is
     one line too.
     """
-    from retina.engine.defaults import register_defaults
-
-    register_defaults()  # configs/model/*.yaml extend it
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         with exit_on_interrupt(prog), exit_on_user_error(prog):
+            from retina.engine.defaults import register_defaults  # imports torch: seconds
+
+            register_defaults()  # configs/model/*.yaml extend it
             app()
     except (OSError, ValueError) as err:
         # Hydra's log file (``<run dir>/<prog>.log``) is opened by logging.config, which

@@ -385,7 +385,7 @@ def make_shapes_dataset(out: str | Path, train: int = 500, val: int = 100, size:
         raise ValueError(f"distractor_shapes must be >= 0, got {distractor_shapes}")
     options = {"max_object_side": max_object_side, "class_colours": bool(class_colours),
                "distractor_shapes": int(distractor_shapes)}
-    out = Path(out)
+    out = Path(os.path.abspath(out))  # "." has no name to put a temporary sibling beside
     if out.is_dir() and any(out.iterdir()) or out.exists() and not out.is_dir():
         raise ValueError(f"{out} already exists and is not an empty folder: delete it or "
                          "choose another output folder")

@@ -27,6 +27,7 @@ LOADING = [
     ("retina-make-shapes", "retina.cli.make_shapes", "retina.data"),
     ("retina-convert-data", "retina.cli.convert_data", "retina.data"),
     ("retina-check-data", "retina.cli.check_data", "retina.data"),
+    ("retina-stats", "retina.cli.stats", "retina.engine.defaults"),  # run_cli imports it
 ]
 
 _INTERRUPT_AT = """
