@@ -12,44 +12,53 @@ process's peak resident set (``VmHWM``, reset through ``/proc/self/clear_refs``)
 resident set before the call, in a child process started with ``MALLOC_MMAP_THRESHOLD_=65536``
 so that every freed tensor really leaves the process.
 
-First call: the first forward+backward of each case in this process; for the compile
-backend it includes loading Inductor (for the first case) and compiling the forward and
-backward kernels, i.e. the first call's compile time. For the native backend the C library
-is built beforehand into an empty cache folder and that cold build time is reported
-(``native_build_s``); later processes load it from the cache.
+First call: the first forward+backward of each case in this process (for ``triton``, it
+includes compiling the kernels unless Triton's on-disk cache has them).
 
-Backends: ``native`` (the default ``auto``: fused C kernels on CPU, Triton kernels on CUDA),
-``eager`` (ATen ops), ``compile`` (``torch.compile``).
+Backends: ``triton`` (the Triton kernels; on CUDA only, CPU tensors run eager) and ``eager``
+(ATen ops), the ``backend`` argument of the loss functions.
 
 On CUDA the achieved bandwidth (the minimum bytes each case must move, over its time) is
 reported beside the device-to-device copy bandwidth measured in the same process
 (``copy_GBps``: bytes read plus written by a large ``Tensor.copy_``), the practical limit.
 
+``--train-step tiny,r50`` instead times what each backend buys in a full CPU training step
+(forward, loss, backward, SGD step) of a model built from its config: ``tiny`` is the demo
+(``retinanet_tiny``, 3 classes, batch 8 at 256x256), ``r50`` is ``retinanet_r50_fpn``
+(random weights, 80 classes, batch 2 at 512x512). One process; every repetition runs each
+backend once, in alternating order, on the same batch, after one untimed step per backend.
+Backends: ``eager`` and ``reference``, the readable autograd formulas of
+:mod:`retina.ops.focal_reference`. Reports per backend the median CPU seconds of this
+process per step (``time.process_time``: with ``--threads 1`` it barely moves when other
+processes load a shared machine, unlike the wall time, also reported with its range) and the
+ratio to ``reference`` and to ``eager`` as the median of per-repetition ratios of CPU times.
+(The table in docs/losses.md also has the deleted ``native`` and ``compile`` backends: this
+script run on the retina package of commit b1a231a.)
+
 Usage: python scripts/bench_losses.py [--out bench_results/losses.json] [--repeats 5]
-       [--backends native,eager,compile] [--devices cpu,cuda]
+       [--backends triton,eager] [--devices cpu,cuda]
+       python scripts/bench_losses.py --train-step tiny,r50 --threads 1 --repeats 7
+       [--backends reference,eager]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 from torchvision.ops import sigmoid_focal_loss as tv_sigmoid_focal_loss
 
-from retina.ops import (
-    focal_backend,
-    focal_native,
-    sigmoid_focal_loss,
-    sigmoid_focal_loss_from_labels,
-)
+from retina.errors import ResultsError
+from retina.modeling.losses import FocalLoss
+from retina.ops import sigmoid_focal_loss, sigmoid_focal_loss_from_labels
+from retina.ops.focal_reference import sigmoid_focal_loss_from_labels_reference
+from retina.utils.io import require_output_file, write_json_atomic
 
 CPU_SHAPE = (98_208, 80)
 CUDA_ANCHORS = 16 * 9 * sum((896 // s) * (1408 // s) for s in (8, 16, 32, 64, 128))
@@ -70,14 +79,14 @@ def make_inputs(n: int, k: int, device: str) -> tuple[torch.Tensor, torch.Tensor
     return x, targets, labels
 
 
-def cases(x, targets, labels):
+def cases(x, targets, labels, backend):
     """name -> closure running forward+backward on a fresh leaf copy of the logits."""
 
     def tv_dense(xr):
         tv_sigmoid_focal_loss(xr, targets, reduction="sum").backward()
 
     def ours_dense(xr):
-        sigmoid_focal_loss(xr, targets, reduction="sum").backward()
+        sigmoid_focal_loss(xr, targets, reduction="sum", backend=backend).backward()
 
     def tv_labels(xr):
         onehot = torch.zeros_like(xr)
@@ -87,18 +96,13 @@ def cases(x, targets, labels):
         tv_sigmoid_focal_loss(xr[keep], onehot[keep], reduction="sum").backward()
 
     def ours_labels(xr):
-        sigmoid_focal_loss_from_labels(xr, labels, reduction="sum").backward()
-
-    def ours_labels_fused(xr):
-        loss = sigmoid_focal_loss_from_labels(xr, labels, reduction="sum", fused_backward=True)
-        loss.backward()
+        sigmoid_focal_loss_from_labels(xr, labels, reduction="sum", backend=backend).backward()
 
     return {
         "torchvision dense": tv_dense,
         "sigmoid_focal_loss": ours_dense,
         "torchvision one-hot": tv_labels,
         "from_labels": ours_labels,
-        "from_labels fused_backward": ours_labels_fused,
     }
 
 
@@ -143,9 +147,8 @@ def _status_bytes(key: str) -> int:
 def cpu_peak_child(name: str, backend: str) -> None:
     """Child process: print the peak extra resident bytes of one case (after a warm-up)."""
     torch.set_num_threads(2)
-    focal_backend.set_backend(backend)
     x, targets, labels = make_inputs(*CPU_SHAPE, "cpu")
-    fn = cases(x, targets, labels)[name]
+    fn = cases(x, targets, labels, backend)[name]
     xr = x.clone().requires_grad_()
     fn(xr)
     xr.grad = None
@@ -176,25 +179,6 @@ def cuda_peak(fn, x) -> int:
     return torch.cuda.max_memory_allocated() - base
 
 
-def cold_native_build() -> float | None:
-    """Seconds to build the native library into an empty cache (None without a compiler)."""
-    cc = focal_native._compiler()
-    if cc is None:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        before = os.environ.get("RETINA_CACHE_DIR")
-        os.environ["RETINA_CACHE_DIR"] = tmp
-        try:
-            t0 = time.perf_counter()
-            focal_native.build(cc)
-            return time.perf_counter() - t0
-        finally:
-            if before is None:
-                del os.environ["RETINA_CACHE_DIR"]
-            else:
-                os.environ["RETINA_CACHE_DIR"] = before
-
-
 def copy_bandwidth(device: str, numel: int = 1 << 28, repeats: int = 10) -> float:
     """GB/s of a device-to-device float32 copy, counting bytes read and written."""
     src = torch.empty(numel, device=device)
@@ -209,22 +193,16 @@ def copy_bandwidth(device: str, numel: int = 1 << 28, repeats: int = 10) -> floa
 
 
 def run_device(device: str, backend: str, repeats: int) -> dict:
-    focal_backend.set_backend(backend)
     n, k = CPU_SHAPE if device == "cpu" else (CUDA_ANCHORS, 80)
     x, targets, labels = make_inputs(n, k, device)
-    fns = cases(x, targets, labels)
+    fns = cases(x, targets, labels, backend)
     timings = time_cases(fns, x, device, repeats)
     for name, fn in fns.items():
         peak = cpu_peak(name, backend) if device == "cpu" else cuda_peak(fn, x)
         timings[name]["peak_extra_mib"] = None if peak is None else peak / 2**20
     # Minimum float32 traffic of forward+backward: dense reads logits and targets twice and
-    # writes the gradient (20 B/element); from_labels reads logits twice, writes it (12 B);
-    # fused_backward reads the logits once and writes the gradient (8 B).
-    for name, per_elem in (
-        ("sigmoid_focal_loss", 20),
-        ("from_labels", 12),
-        ("from_labels fused_backward", 8),
-    ):
+    # writes the gradient (20 B/element); from_labels reads logits twice, writes it (12 B).
+    for name, per_elem in (("sigmoid_focal_loss", 20), ("from_labels", 12)):
         moved = x.numel() * per_elem
         timings[name]["achieved_GBps"] = moved / timings[name]["median_s"] / 1e9
     return {"device": device, "backend": backend, "shape": [n, k], "cases": timings}
@@ -233,7 +211,7 @@ def run_device(device: str, backend: str, repeats: int) -> dict:
 def table(results: list[dict]) -> str:
     rows = [
         "| device | backend | loss | time (ms) | vs torchvision | peak extra (MiB) | "
-        "vs torchvision | first call incl. compile (s) |",
+        "vs torchvision | first call (s) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for res in results:
@@ -241,9 +219,8 @@ def table(results: list[dict]) -> str:
         for ours, base in (
             ("sigmoid_focal_loss", "torchvision dense"),
             ("from_labels", "torchvision one-hot"),
-            ("from_labels fused_backward", "torchvision one-hot"),
         ):
-            for name in (base, ours) if ours != "from_labels fused_backward" else (ours,):
+            for name in (base, ours):
                 r = c[name]
                 speed = c[base]["median_s"] / r["median_s"]
                 mem = r["peak_extra_mib"]
@@ -270,15 +247,111 @@ def bandwidth_table(results: list[dict], copy_gbps: float) -> str:
     return "\n".join(rows)
 
 
+# model config, image size, batch, classes
+STEP_MODELS = {
+    "tiny": ("retinanet_tiny", 256, 8, 3),
+    "r50": ("retinanet_r50_fpn", 512, 2, 80),
+}
+MODEL_CONFIGS = Path(__file__).resolve().parents[1] / "retina" / "configs" / "model"
+
+
+class ReferenceFocalLoss:
+    """The model's focal loss (gamma 2, alpha 0.25) from the readable reference formulas."""
+
+    backend = "reference"
+
+    def __call__(self, logits, labels, num_images, *, anchors=None, per_image=False):
+        loss = sigmoid_focal_loss_from_labels_reference(logits, labels, 0.25, 2.0, "none")
+        return loss.reshape(num_images, -1).sum(dim=1) if per_image else loss.sum()
+
+
+def train_step_bench(model_name: str, backends: list[str], repeats: int) -> dict:
+    """Median seconds of one training step of ``model_name`` per focal-loss backend."""
+    from bench_model import make_batch  # scripts/ is on sys.path when run as a script
+    from omegaconf import OmegaConf
+
+    from retina.utils.instantiate import instantiate_node
+
+    config, size, batch, classes = STEP_MODELS[model_name]
+    node = OmegaConf.load(MODEL_CONFIGS / f"{config}.yaml")
+    del node["defaults"]  # the model's choices; the part constructors default the rest
+    node.weights = None  # random weights: the step time does not depend on them
+    torch.manual_seed(0)
+    losses = {b: ReferenceFocalLoss() if b == "reference" else FocalLoss(backend=b)
+              for b in backends}  # fmt: skip
+    model = instantiate_node(node, "model", num_classes=classes, cls_loss=losses[backends[0]])
+    images, targets = make_batch(batch, size, size, classes, torch.device("cpu"))
+    opt = torch.optim.SGD([q for q in model.parameters() if q.requires_grad], lr=1e-5)
+    model.train()
+
+    def step(backend: str) -> tuple[float, float]:
+        """(wall seconds, this process's CPU seconds) of one training step."""
+        model.cls_loss = losses[backend]
+        wall, cpu = time.perf_counter(), time.process_time()
+        loss = sum(model(images, targets).losses.values())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return time.perf_counter() - wall, time.process_time() - cpu
+
+    first = {b: step(b)[0] for b in backends}
+    wall: dict[str, list[float]] = {b: [] for b in backends}
+    cpu: dict[str, list[float]] = {b: [] for b in backends}
+    for i in range(repeats):
+        for b in backends if i % 2 == 0 else backends[::-1]:
+            w, c = step(b)
+            wall[b].append(w)
+            cpu[b].append(c)
+    return {
+        "model": model_name, "config": config, "size": size, "batch": batch,
+        "num_classes": classes, "first_step_s": first, "wall_s": wall, "cpu_s": cpu,
+    }  # fmt: skip
+
+
+def paired_ratio(res: dict, base: str, backend: str) -> float:
+    """Median over repetitions of base CPU time / backend CPU time (the two steps of one
+    repetition run back to back, so a slow phase of the machine hits both)."""
+    pairs = zip(res["cpu_s"][base], res["cpu_s"][backend], strict=True)
+    return statistics.median(b / t for b, t in pairs)
+
+
+def step_table(results: list[dict]) -> str:
+    """Markdown: CPU and wall seconds per step (medians) and paired ratios per backend."""
+    rows = [
+        "| model | backend | CPU s/step (median) | wall s/step (median, range) "
+        "| reference / backend | eager / backend | first step (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for res in results:
+        for b, cpu in res["cpu_s"].items():
+            wall = res["wall_s"][b]
+            ratios = [
+                f"{paired_ratio(res, base, b):.3f}" if base in res["cpu_s"] else "n/a"
+                for base in ("reference", "eager")
+            ]
+            rows.append(
+                f"| {res['model']} ({res['batch']}x{res['size']}px, {res['num_classes']} cls) "
+                f"| {b} | {statistics.median(cpu):.3f} | {statistics.median(wall):.3f} "
+                f"({min(wall):.2f}-{max(wall):.2f}) | {' | '.join(ratios)} "
+                f"| {res['first_step_s'][b]:.1f} |"
+            )
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("bench_results/losses.json"))
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--backends", default="native,eager")
+    parser.add_argument("--backends", default=None, help="default: triton,eager on CUDA, "
+                        "eager on CPU; --train-step: reference,eager")  # fmt: skip
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--devices", default=None, help="cpu,cuda (default: cpu, and cuda when available)"
     )
+    parser.add_argument(
+        "--train-step", default=None,
+        help="time full CPU training steps of these models instead (tiny,r50)",
+    )  # fmt: skip
     parser.add_argument("--peak-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--backend", default="eager", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -287,13 +360,20 @@ def main() -> None:
         return
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
+    try:
+        require_output_file(args.out, "--out")
+    except ResultsError as exc:
+        raise SystemExit(f"bench_losses: error: {exc}") from None
     torch.set_num_threads(args.threads)
+    if args.train_step:
+        train_steps(parser, args)
+        return
     results = []
     meta = {"torch": torch.__version__, "threads": args.threads, "repeats": args.repeats}
-    backends = args.backends.split(",")
+    backends = (args.backends or "triton,eager").split(",")
     for backend in backends:
-        if backend not in ("native", "eager", "compile"):
-            parser.error(f"--backends: unknown backend {backend!r} (native, eager, compile)")
+        if backend not in ("triton", "eager"):
+            parser.error(f"--backends: unknown backend {backend!r} (triton, eager)")
     default_devices = "cpu,cuda" if torch.cuda.is_available() else "cpu"
     devices = (args.devices or default_devices).split(",")
     for device in devices:
@@ -301,22 +381,37 @@ def main() -> None:
             parser.error(f"--devices: unknown device {device!r} (cpu, cuda)")
     if "cuda" in devices and not torch.cuda.is_available():
         parser.error("--devices cuda: no CUDA device is available")
-    if "native" in backends and "cpu" in devices:
-        meta["native_build_s"] = cold_native_build()
     if "cuda" in devices:
         meta["cuda_device"] = torch.cuda.get_device_name()
         meta["copy_GBps"] = copy_bandwidth("cuda")
     for backend in backends:
         for device in devices:
-            results.append(run_device(device, backend, args.repeats))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+            if device == "cuda" or backend == "eager":  # triton on CPU tensors is eager
+                results.append(run_device(device, backend, args.repeats))
+    write_json_atomic(args.out, {"meta": meta, "results": results}, indent=2)
     print(table(results))
-    if "native_build_s" in meta:
-        print(f"\nnative: cold build of the C library {meta['native_build_s']:.1f} s")
     if "copy_GBps" in meta:
         print(f"\n{meta['cuda_device']}: device-to-device copy {meta['copy_GBps']:.0f} GB/s")
         print(bandwidth_table(results, meta["copy_GBps"]))
+    print(f"\nwrote {args.out}")
+
+
+def train_steps(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    backends = (args.backends or "reference,eager").split(",")
+    models = args.train_step.split(",")
+    for backend in backends:
+        if backend not in ("reference", "eager"):
+            parser.error(f"--backends: unknown backend {backend!r} (reference, eager)")
+    for name in models:
+        if name not in STEP_MODELS:
+            parser.error(f"--train-step: unknown model {name!r} ({', '.join(STEP_MODELS)})")
+    meta = {"torch": torch.__version__, "threads": args.threads, "repeats": args.repeats}
+    results = []
+    for name in models:
+        results.append(train_step_bench(name, backends, args.repeats))
+        print(step_table(results[-1:]), flush=True)
+    write_json_atomic(args.out, {"meta": meta, "train_step": results}, indent=2)
+    print(step_table(results))
     print(f"\nwrote {args.out}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -82,7 +83,8 @@ def test_every_loss_instantiates(tmp_path, loss):
 def test_every_model_instantiates(tmp_path, model):
     overrides = [f"model={model}"]
     if model != "retinanet_tiny":
-        overrides.append("model.weights=null")  # no weight files in the test environment
+        # no weight files in the test environment; random stages cannot be frozen
+        overrides += ["model.weights=null", "model.freeze_at=0"]
     cfg = _compose(overrides, tmp_path)
     validate_config(cfg)
     net = build_model(cfg.model, cfg.loss, num_classes=3)
@@ -158,6 +160,20 @@ def test_bad_values_name_their_key(tmp_path, override, key):
     assert str(err.value).startswith(f"{key}: ") and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("model", ["retinanet_r18_fpn", "retinanet_r50_fpn", "retinanet_tiny"])
+def test_freezing_random_stages_is_refused(tmp_path, model):
+    """``model.weights=null`` with the configs' ``freeze_at: 2`` would train with random stem
+    and res2 weights frozen for the whole run: one line telling what to set instead."""
+    cfg = _compose([f"model={model}", "model.weights=null", "model.freeze_at=2"], tmp_path)
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    assert str(err.value) == (
+        "model.freeze_at: 2 would freeze randomly initialised stages (model.weights is null); "
+        "set model.freeze_at=0 to train from scratch, or load weights (model.weights=...)")
+    validate_config(_compose([f"model={model}", "model.weights=null", "model.freeze_at=0"],
+                             tmp_path))
+
+
 def test_null_alpha_and_prior_are_allowed(tmp_path):
     validate_config(_compose(["loss.alpha=null", "model.prior_prob=null"], tmp_path))
 
@@ -208,3 +224,63 @@ def test_every_loss_and_model_config_passes_its_constructors(tmp_path):
     for group in ("loss", "model"):
         for name in GROUPS[group]:
             validate_config(_compose([f"{group}={name}"], tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.smooth_l1_beta=inf", "must be a finite number, got inf"),
+        ("model.smooth_l1_beta=nan", "must be a finite number, got nan"),
+        ("model.smooth_l1_beta=-1", "must satisfy 0.0 <= value, got -1"),
+        ("optim.optimizer.momentum=1.5", "must satisfy 0.0 <= value < 1.0, got 1.5"),
+        ("optim.optimizer.momentum=1", "must satisfy 0.0 <= value < 1.0, got 1"),
+        ("optim.optimizer.momentum=-0.1", "must satisfy 0.0 <= value < 1.0, got -0.1"),
+    ],
+)
+def test_ranges_of_smooth_l1_beta_and_momentum(tmp_path, override, message):
+    """Issue 23: ``inf`` made the box loss 0 throughout, ``-1``/``nan`` failed at iteration 1
+    (``nan`` as "negative"), ``momentum=1.5`` was accepted."""
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError) as err:
+        validate_config(_compose([override], tmp_path))
+    assert str(err.value) == f"{key}: {message}"
+    validate_config(_compose(["model.smooth_l1_beta=0", "optim.optimizer.momentum=0"], tmp_path))
+
+
+def test_a_generated_dataset_must_match_the_generator(tmp_path):
+    """Issue 23: ``data.generator.num_classes=5`` on an existing default root trained on its
+    3 classes while ``metrics.json`` recorded 5."""
+    from retina.engine.build import prepare_data_root
+    from retina.engine.distributed import DistInfo
+
+    tiny = ["data.generator.train=2", "data.generator.val=1", "data.generator.size=64"]
+    root = prepare_data_root(_compose(tiny, tmp_path).data, DistInfo())
+    assert root == tmp_path / "shapes" and (root / "generator.json").is_file()
+    assert prepare_data_root(_compose(tiny, tmp_path).data, DistInfo()) == root
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    other = _compose([*tiny, "data.generator.num_classes=5"], tmp_path)
+    with pytest.raises(ConfigError, match=r"^data.generator.num_classes: .* num_classes=3, "
+                                          r"this config asks for 5; delete "):
+        prepare_data_root(other.data, DistInfo())
+    (root / "generator.json").unlink()  # a dataset generated before the record existed
+    with pytest.raises(ConfigError, match="^data.generator.num_classes: "):
+        prepare_data_root(other.data, DistInfo())
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == [
+        p for p in before if p.name != "generator.json"]
+    # a root chosen by hand holds the user's own data: the generator does not describe it
+    mine = _compose([*tiny, f"data.root={root}", "paths.data_dir=/elsewhere"], tmp_path)
+    assert prepare_data_root(mine.data, DistInfo()) == root
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("+data.generator.colour=red", "unknown generator option(s) colour"),
+    ("data.generator.max_objects=1", "max_objects >= 3"),
+])
+def test_bad_generator_options_are_one_line(tmp_path, override, message):
+    from retina.engine.build import prepare_data_root
+    from retina.engine.distributed import DistInfo
+
+    cfg = _compose([override, "data.generator.train=2", "data.generator.val=1"], tmp_path)
+    with pytest.raises(ConfigError, match=r"^data.generator: .*" + re.escape(message)):
+        prepare_data_root(cfg.data, DistInfo())
+    assert not any(tmp_path.iterdir())

@@ -93,8 +93,10 @@ def _is_paper_focal(axes: dict[str, Any]) -> bool:
 
 def default_reference(groups: Sequence[SeedGroup]) -> SeedGroup | None:
     """The paper's focal loss row (γ = 2, α = .25); the best by mean AP when several (an LR
-    sweep); None when the sweep has no such row."""
-    candidates = [g for g in groups if _is_paper_focal(g.axes)]
+    sweep); None when the sweep has no such row. Rows of a reference implementation
+    (``implementation`` other than ``retina``) are chosen only when no other row fits."""
+    focal = [g for g in groups if _is_paper_focal(g.axes)]
+    candidates = [g for g in focal if g.axes.get("implementation", "retina") == "retina"] or focal
     if not candidates:
         return None
     return max(candidates, key=lambda g: g.stats["AP"].mean if "AP" in g.stats else -math.inf)
@@ -111,10 +113,12 @@ def _same(value: Any, text: str) -> bool:
     return str(value).lower() == text.lower()
 
 
-def find_reference(groups: Sequence[SeedGroup], spec: str, labels: dict[str, str]) -> SeedGroup:
+def find_reference(groups: Sequence[SeedGroup], spec: str,
+                   aliases: dict[str, str]) -> SeedGroup:
     """The row that ``spec`` names: its 1-based row number in ``table.md``, or
-    ``key=value[,key=value...]`` over the row's axes (``gamma=0,alpha=0.75``, or by column
-    label: ``γ=0,α=0.75``).
+    ``key=value[,key=value...]`` over the row's axes, where a key is an axis (``gamma``), any
+    name ``aliases`` maps to one (the column label ``γ``, the config key ``loss.gamma``) or a
+    column's dotted config key (``train.max_iter``).
 
     Raises:
         ValueError: no row, or more than one, matches ``spec``.
@@ -125,18 +129,18 @@ def find_reference(groups: Sequence[SeedGroup], spec: str, labels: dict[str, str
         if not 1 <= index <= len(groups):
             raise ValueError(f"--reference {spec}: the table has rows 1..{len(groups)}")
         return groups[index - 1]
-    by_label = {label: key for key, label in labels.items()}
     wanted: list[tuple[str, str]] = []
     for part in spec.split(","):
         key, sep, value = part.partition("=")
         if not sep:
             raise ValueError(f"--reference {spec!r}: expected a row number or key=value,...")
         key = key.strip()
-        wanted.append((by_label.get(key, key), value.strip()))
+        wanted.append((aliases.get(key, key), value.strip()))
     found = [g for g in groups if all(k in g.axes and _same(g.axes[k], v) for k, v in wanted)]
     if len(found) != 1:
-        what = "no row" if not found else f"{len(found)} rows"
-        raise ValueError(f"--reference {spec!r}: {what} of the table match (need exactly one)")
+        what = "no row of the table matches" if not found else (
+            f"{len(found)} rows of the table match")
+        raise ValueError(f"--reference {spec!r}: {what} (need exactly one)")
     return found[0]
 
 

@@ -1,11 +1,10 @@
 """How imbalanced a dataset is under a model's anchors (``retina-stats``).
 
-Every image is matched exactly as :meth:`retina.modeling.retinanet.RetinaNet.losses` matches
-it in training: the model's own :class:`~retina.modeling.anchors.AnchorGenerator` over the
-padded input (``size_divisibility``), the model's :class:`~retina.modeling.matcher.Matcher`
-(IoU ≥ 0.5 positive, < 0.4 negative, in between ignored, low-quality matches, crowd boxes
-ignored). No forward pass is needed for the counts: the feature-map sizes follow from the
-padded input size and the strides. With a trained model, the classification loss of every
+Every image is matched by :meth:`retina.modeling.retinanet.RetinaNet.assign`, the assignment
+the training loss uses: the model's own anchors over the padded input (``size_divisibility``)
+and its :class:`~retina.modeling.matcher.Matcher` (by default IoU ≥ 0.5 positive, < 0.4
+negative, in between ignored, low-quality matches, crowd boxes ignored). No forward pass is
+needed for the counts. With a trained model, the classification loss of every
 anchor under CE and under FL (γ = 2, no α, as the paper's Figure 4) tells how much of it the
 positives and the hardest 10 % of the negatives carry.
 """
@@ -54,41 +53,12 @@ class ImageCounts:
     positives_per_object: list[int] = field(default_factory=list)
 
 
-def grid_sizes(model: nn.Module, height: int, width: int) -> list[tuple[int, int]]:
-    """Feature-map sizes ``(H_l, W_l)`` of P3..P7 for one image of ``height`` x ``width``,
-    padded to ``model.size_divisibility`` as :meth:`RetinaNet.preprocess` pads it."""
-    d = int(model.size_divisibility)
-    hp, wp = -(-height // d) * d, -(-width // d) * d
-    return [(-(-hp // s), -(-wp // s)) for s in model.anchor_generator.strides]
-
-
-@torch.no_grad()
-def match_image(model: nn.Module, image_hw: tuple[int, int], target: dict[str, Any]
-                ) -> tuple[Tensor, int]:
-    """The model's assignment of every anchor of one image: ``(R,)`` int64 (box index ≥ 0,
-    -1 background, -2 ignored) and the number of ordinary (non-crowd) boxes, which come
-    first in the box order."""
-    from retina.ops.boxes import batched_pairwise_iou
-
-    anchors = model.anchor_generator(grid_sizes(model, *image_hw), torch.device("cpu"))
-    boxes = target["boxes"].to(torch.float32).reshape(-1, 4)
-    crowd = target.get("crowd_boxes")
-    crowd = boxes.new_zeros((0, 4)) if crowd is None else crowd.float().reshape(-1, 4)
-    gt = torch.cat([boxes, crowd])
-    if len(gt) == 0:
-        return torch.full((len(anchors),), -1, dtype=torch.int64), 0
-    is_crowd = torch.arange(len(gt)) >= len(boxes)
-    iou = batched_pairwise_iou(gt[None], anchors)
-    valid = torch.ones(1, len(gt), dtype=torch.bool)
-    matched = model.matcher(iou, valid, is_crowd[None] if len(crowd) else None)[0]
-    return matched, len(boxes)
-
-
 def count_image(model: nn.Module, image: Tensor, target: dict[str, Any]) -> ImageCounts:
     """Anchors, positives, ignored, negatives and per-object numbers of one image
     ``(3, H, W)`` (already transformed) with its target."""
     h, w = int(image.shape[-2]), int(image.shape[-1])
-    matched, num_boxes = match_image(model, (h, w), target)
+    matched = model.assign([image], [target]).matches[0].cpu()
+    num_boxes = int(target["boxes"].reshape(-1, 4).shape[0])  # crowd boxes come after these
     boxes = target["boxes"].reshape(-1, 4).double()
     oh, ow = target.get("orig_size", (h, w))
     scale = (float(oh) / h) * (float(ow) / w)

@@ -1,9 +1,9 @@
 """Small-sample statistics for seed groups: mean ± standard deviation, Student's t quantile,
 and the Welch confidence interval of a difference of two means.
 
-Pure Python (no SciPy): Student's t distribution function is written through the regularised
-incomplete beta function (continued fraction, Numerical Recipes §6.4), and its quantile is
-found by bisection, which handles the non-integer degrees of freedom of Welch–Satterthwaite.
+The t quantile comes from :mod:`scipy.stats` (it takes the non-integer degrees of freedom of
+Welch–Satterthwaite); the interval is the textbook Welch formula, so that a group with
+identical values (zero variance) gets a point interval instead of SciPy's NaN.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from scipy import stats
+
 __all__ = [
     "Difference",
     "Summary",
-    "incomplete_beta",
-    "student_t_cdf",
     "student_t_quantile",
     "summarize",
     "welch_difference",
@@ -68,65 +68,14 @@ def summarize(values: Sequence[float]) -> Summary:
     return Summary(mean, math.sqrt(var), n)
 
 
-def _beta_continued_fraction(a: float, b: float, x: float) -> float:
-    tiny, eps = 1e-300, 1e-15
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 500):
-        m2 = 2 * m
-        for num in (m * (b - m) * x / ((qam + m2) * (a + m2)),
-                    -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
-            d = 1.0 + num * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + num / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < eps:
-            break
-    return h
-
-
-def incomplete_beta(a: float, b: float, x: float) -> float:
-    """The regularised incomplete beta function ``I_x(a, b)`` for ``a, b > 0``, ``0 <= x <= 1``."""
-    if not 0.0 <= x <= 1.0:
-        raise ValueError(f"incomplete_beta: x={x} outside [0, 1]")
-    if x in (0.0, 1.0):
-        return x
-    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-                 + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _beta_continued_fraction(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _beta_continued_fraction(b, a, 1.0 - x) / b
-
-
-def student_t_cdf(t: float, df: float) -> float:
-    """``P(T <= t)`` for Student's t with ``df > 0`` degrees of freedom."""
-    if df <= 0:
-        raise ValueError(f"student_t_cdf: df must be > 0, got {df}")
-    tail = 0.5 * incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t >= 0 else tail
-
-
 def student_t_quantile(p: float, df: float) -> float:
-    """The ``p`` quantile of Student's t (e.g. ``p = 0.975`` for a two-sided 95 % interval)."""
+    """The ``p`` quantile of Student's t with ``df > 0`` (possibly non-integer) degrees of
+    freedom, e.g. ``p = 0.975`` for a two-sided 95 % interval (``scipy.stats.t.ppf``)."""
     if not 0.0 < p < 1.0:
         raise ValueError(f"student_t_quantile: p must be in (0, 1), got {p}")
-    if p < 0.5:
-        return -student_t_quantile(1.0 - p, df)
-    low, high = 0.0, 1.0
-    while student_t_cdf(high, df) < p:
-        high *= 2.0
-    for _ in range(200):
-        mid = 0.5 * (low + high)
-        if student_t_cdf(mid, df) < p:
-            low = mid
-        else:
-            high = mid
-        if high - low < 1e-12 * max(1.0, high):
-            break
-    return 0.5 * (low + high)
+    if not df > 0:
+        raise ValueError(f"student_t_quantile: df must be > 0, got {df}")
+    return float(stats.t.ppf(p, df))
 
 
 def welch_difference(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> Difference:

@@ -43,8 +43,9 @@ def anchor_logits_and_labels(
 ) -> tuple[Tensor, Tensor]:
     """Classification logits of every anchor and its training assignment.
 
-    Mirrors the assignment of ``RetinaNet.losses`` with the model's own anchor generator and
-    matcher: crowd boxes take part in matching but never become foreground.
+    The assignment is :meth:`RetinaNet.assign <retina.modeling.retinanet.RetinaNet.assign>`,
+    the one the training loss uses: crowd boxes take part in matching but never become
+    foreground.
 
     Args:
         model: a :class:`~retina.modeling.retinanet.RetinaNet` (eval mode).
@@ -56,29 +57,10 @@ def anchor_logits_and_labels(
         ``logits`` ``(B*R, K)`` float32 and ``labels`` ``(B*R,)`` int64 (class >= 0,
         -1 background, -2 ignored), R anchors per image.
     """
-    from retina.ops.boxes import batched_pairwise_iou
-
     x, _ = model.preprocess(list(images))
-    feats = model.fpn(model.backbone(x))
-    logits, _ = model.head(feats)  # (B, R, K)
-    anchors = model.anchor_generator([tuple(f.shape[-2:]) for f in feats], x.device)  # (R, 4)
-    labels = []
-    for target in targets:
-        boxes = target["boxes"].to(x.device, torch.float32).reshape(-1, 4)
-        crowd = target.get("crowd_boxes")
-        crowd = boxes.new_zeros((0, 4)) if crowd is None else crowd.to(x.device).reshape(-1, 4)
-        gt = torch.cat([boxes, crowd.float()])
-        gt_labels = torch.cat([target["labels"].to(x.device).reshape(-1),
-                               torch.full((len(crowd),), -1, device=x.device)])
-        is_crowd = torch.arange(len(gt), device=x.device) >= len(boxes)
-        iou = batched_pairwise_iou(gt[None], anchors)  # (1, M, R)
-        valid = torch.ones(1, len(gt), dtype=torch.bool, device=x.device)
-        matched = model.matcher(iou, valid, is_crowd[None] if len(crowd) else None)[0]
-        if len(gt):
-            assigned = gt_labels[matched.clamp(min=0)]
-            matched = torch.where(matched >= 0, assigned, matched)
-        labels.append(matched)
-    return logits.float().reshape(-1, logits.shape[-1]), torch.cat(labels)
+    logits, _ = model.head(model.fpn(model.backbone(x)))  # (B, R, K)
+    labels = model.assign(list(images), list(targets)).labels  # (B, R)
+    return logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1)
 
 
 def per_anchor_losses(
@@ -163,10 +145,10 @@ def _val_dataset(
     this project's configs, with ``data.KEY=VALUE`` overrides."""
     from omegaconf import OmegaConf
 
-    from retina.data import CocoDetection
     from retina.engine.build import prepare_data_root
     from retina.engine.distributed import DistInfo
-    from retina.utils.instantiate import check_targets, instantiate_untrusted
+    from retina.engine.inference import build_val_dataset
+    from retina.utils.instantiate import check_targets
 
     where = "data" if data is not None else f"{checkpoint}: config.data"
     if data is not None:
@@ -174,7 +156,7 @@ def _val_dataset(
     else:
         if not isinstance(config.get("data"), dict):
             raise ValueError("the checkpoint has no data config; pass data=GROUP (e.g. shapes)")
-        check_targets(config["data"], where)
+        check_targets(config["data"], where, "data")
         node = OmegaConf.create(config["data"])
         if overrides:
             node = OmegaConf.merge(node, OmegaConf.from_dotlist(
@@ -182,12 +164,7 @@ def _val_dataset(
     for key in ("root", "val_ann", "val_images"):
         if OmegaConf.select(node, key) is None:
             raise ValueError(f"data.{key} is not set")
-    transforms = None
-    if node.get("val_transforms") is not None:
-        transforms = instantiate_untrusted(node.val_transforms, f"{where}.val_transforms")
-    root = prepare_data_root(node, DistInfo())
-    return CocoDetection(root / node.val_ann, root / node.val_images, transforms=transforms,
-                         drop_empty=False, on_broken="skip")
+    return build_val_dataset(node, prepare_data_root(node, DistInfo()), where)
 
 
 def _compose_data(group: str, overrides: Sequence[str]) -> Any:
@@ -195,10 +172,12 @@ def _compose_data(group: str, overrides: Sequence[str]) -> Any:
     from hydra.errors import HydraException
 
     from retina.config import CONFIG_DIR
+    from retina.engine.defaults import register_defaults
     from retina.errors import first_line
 
     if not (CONFIG_DIR / "data" / f"{group}.yaml").is_file():
         raise ValueError(f"data={group}: no such config ({CONFIG_DIR / 'data'})")
+    register_defaults()
     try:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
             cfg = compose("train", overrides=[f"data={group}", *overrides])
@@ -225,12 +204,14 @@ def loss_cdf_from_checkpoint(
             checkpoint, the data config key or the dataset file at fault.
     """
     from retina.data import collate_detection
-    from retina.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
+    from retina.engine.inference import check_label_mapping, load_for_inference
+    from retina.utils.device import select_device
 
-    state = load_checkpoint(checkpoint)
-    model = build_model_from_checkpoint(state, checkpoint)
-    model.eval().to(device)
+    torch_device = select_device(device, "device")
+    model, state = load_for_inference(str(checkpoint))
+    model.to(torch_device)
     dataset = _val_dataset(state.get("config") or {}, data, data_overrides, checkpoint)
+    check_label_mapping(state, dataset, str(checkpoint))
     count = min(max_images, len(dataset))
     losses: dict[float, tuple[list[Tensor], list[Tensor]]] = {float(g): ([], []) for g in gammas}
     for start in range(0, count, batch_size):
@@ -238,7 +219,8 @@ def loss_cdf_from_checkpoint(
         images, targets = collate_detection([b for b in batch if b is not None])
         if not images:
             continue
-        logits, labels = anchor_logits_and_labels(model, [im.to(device) for im in images], targets)
+        images = [im.to(torch_device) for im in images]
+        logits, labels = anchor_logits_and_labels(model, images, targets)
         for gamma, (pos, neg) in per_anchor_losses(logits, labels, gammas).items():
             losses[gamma][0].append(pos.cpu())
             losses[gamma][1].append(neg.cpu())

@@ -17,26 +17,14 @@ from typing import Any
 
 import yaml
 
-__all__ = ["AXIS_KEYS", "Run", "collect_runs", "expected_jobs", "read_run", "run_axes"]
+__all__ = ["REFERENCE_DIR", "Run", "brief", "collect_runs", "expected_jobs", "read_run",
+           "split_override"]
 
-AXIS_KEYS: dict[str, str] = {
-    "loss": "loss",
-    "loss.gamma": "gamma",
-    "loss.alpha": "alpha",
-    "model.prior_prob": "prior_prob",
-    "model.num_scales": "num_scales",
-    "model.aspect_ratios": "num_ratios",
-    "loss.batch_size_per_image": "ohem_batch",
-    "loss.positive_fraction": "ohem_pos_fraction",
-    "loss.nms_thresh": "ohem_nms",
-    "optim.base_lr": "lr",
-    "model.depth": "depth",
-    "data.val_transforms.min_size": "scale",
-    "train.seed": "seed",
-}
-"""Config keys (dotted) read as ablation axes, and the axis each becomes."""
+REFERENCE_DIR = "torchvision"
+"""Sub-folder of a sweep holding reference runs of another implementation (one folder per run,
+written by ``scripts/train_torchvision.py``); they are listed after the sweep's jobs, and the
+sweep's own jobs then get ``implementation: retina`` in their config."""
 
-_IGNORED_OVERRIDES = ("experiment", "hydra", "scale", "paths")
 _LOG_PREFIX = re.compile(r"^\[[^\]]*\]\[[^\]]*\]\[[A-Z]+\] - ")
 _ERROR_LINE = re.compile(r"error|exception|diverg|non-finite|nan loss|killed", re.IGNORECASE)
 _FAILED_STATUS = ("failed", "error", "diverged", "crashed", "killed")
@@ -55,7 +43,8 @@ class Run:
         config: the resolved config from ``metrics.json`` (else ``.hydra/config.yaml``).
         choices: Hydra's config-group choices of the job (``{"loss": "focal", ...}``).
         experiment: the ``+experiment=NAME`` of the sweep, if any.
-        wall_time: seconds from the job's start to its ``metrics.json``.
+        train_seconds: the training time ``retina-train`` recorded in ``metrics.json`` (the
+            final evaluation excluded; a resumed job: its last segment); None if absent.
     """
 
     name: str
@@ -66,7 +55,7 @@ class Run:
     config: dict[str, Any] = field(default_factory=dict)
     choices: dict[str, str] = field(default_factory=dict)
     experiment: str | None = None
-    wall_time: float | None = None
+    train_seconds: float | None = None
     path: Path | None = None
 
 
@@ -79,14 +68,15 @@ def _load_yaml(path: Path) -> Any:
         return None
 
 
-def _split_override(text: str) -> tuple[str, str]:
+def split_override(text: str) -> tuple[str, str]:
+    """``"+loss.gamma=2"`` -> ``("loss.gamma", "2")`` (Hydra's ``+``/``~`` prefixes dropped)."""
     key, _, value = text.partition("=")
     return key.lstrip("+~"), value
 
 
 def _experiment(overrides: list[str], choices: dict[str, str]) -> str | None:
     for text in overrides:
-        key, value = _split_override(text)
+        key, value = split_override(text)
         if key == "experiment":
             return value
     return choices.get("experiment")
@@ -170,6 +160,9 @@ def read_run(job_dir: Path) -> Run:
               experiment=_experiment(overrides, choices), path=job_dir)
     config = _load_yaml(job_dir / ".hydra" / "config.yaml")
     run.config = config if isinstance(config, dict) else {}
+    if refused := _refused_target(run.config, job_dir / ".hydra" / "config.yaml"):
+        run.status, run.reason = "failed", refused
+        return run
     metrics_path = job_dir / "metrics.json"
     if not metrics_path.is_file():
         run.reason, failed = _log_reason(job_dir)
@@ -184,7 +177,10 @@ def read_run(job_dir: Path) -> Run:
         return run
     if isinstance(data.get("config"), dict):
         run.config = data["config"]
-    run.wall_time = _wall_time(data, job_dir, metrics_path)
+        if refused := _refused_target(run.config, metrics_path):
+            run.status, run.reason = "failed", refused
+            return run
+    run.train_seconds = _train_seconds(data)
     status = str(data.get("status", "")).lower()
     error = data.get("error") or data.get("reason")
     run.metrics = _metrics_from(data)
@@ -204,14 +200,25 @@ def read_run(job_dir: Path) -> Run:
     return run
 
 
-def _wall_time(data: dict[str, Any], job_dir: Path, metrics_path: Path) -> float | None:
-    for key in ("wall_time_s", "wall_time", "train_time_s", "time_s"):
-        value = data.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    start = job_dir / ".hydra" / "config.yaml"
-    if start.is_file():
-        return max(0.0, metrics_path.stat().st_mtime - start.stat().st_mtime)
+def _refused_target(config: dict[str, Any], path: Path) -> str | None:
+    """The one-line refusal of a config whose ``_target_``s are not all allowed
+    (:func:`retina.utils.instantiate.check_targets`; a report builds nothing from a run
+    folder, but a crafted one is not reported as a result), else None."""
+    from retina.errors import CheckpointError
+    from retina.utils.instantiate import check_targets
+
+    try:
+        check_targets(config, f"{path}: config")
+    except CheckpointError as err:
+        return str(err)
+    return None
+
+
+def _train_seconds(data: dict[str, Any]) -> float | None:
+    """``train_seconds`` of ``metrics.json`` (never file times: a rerun rewrites those)."""
+    value = data.get("train_seconds")
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return max(0.0, float(value))
     return None
 
 
@@ -245,9 +252,12 @@ def collect_runs(multirun_dir: Path) -> list[Run]:
     expected = expected_jobs(multirun_dir)
     if not expected and not any(_is_job(p) for p in jobs.values()):
         jobs = {}  # numbered folders, but none a job wrote: not a sweep
+    references = _reference_runs(multirun_dir)
     if not jobs and not expected:
         if (multirun_dir / "metrics.json").is_file() or (multirun_dir / ".hydra").is_dir():
             return [read_run(multirun_dir)]
+        if references:
+            return references
         raise ValueError(
             f"{multirun_dir}: no runs found (expected job folders 0/, 1/, ... and "
             "multirun.yaml from `retina-train -m ...`)"
@@ -265,6 +275,23 @@ def collect_runs(multirun_dir: Path) -> list[Run]:
             runs.append(Run(name=str(index), status="not started", overrides=overrides,
                             choices=_job_choices(choices, overrides), experiment=experiment,
                             reason="" if overrides else "folder missing"))
+    if references:  # the sweep's own jobs become the "retina" rows beside them
+        for run in runs:
+            run.config.setdefault("implementation", "retina")
+    return runs + references
+
+
+def _reference_runs(multirun_dir: Path) -> list[Run]:
+    """The runs under ``multirun_dir/REFERENCE_DIR/*/``, by folder name."""
+    folder = multirun_dir / REFERENCE_DIR
+    if not folder.is_dir():
+        return []
+    runs = []
+    for job_dir in sorted(p for p in folder.iterdir() if p.is_dir() and _is_job(p)):
+        run = read_run(job_dir)
+        run.name = f"{REFERENCE_DIR}/{job_dir.name}"
+        run.config.setdefault("implementation", REFERENCE_DIR)
+        runs.append(run)
     return runs
 
 
@@ -272,59 +299,7 @@ def _job_choices(choices: dict[str, str], overrides: list[str]) -> dict[str, str
     """The sweep's group choices with this job's group overrides (``loss=ce``) applied."""
     choices = dict(choices)
     for text in overrides:
-        key, value = _split_override(text)
+        key, value = split_override(text)
         if key in choices:
             choices[key] = value
     return choices
-
-
-_MISSING = object()
-
-
-def _lookup(config: dict[str, Any], dotted: str) -> Any:
-    """The value at ``dotted``; ``_MISSING`` if absent or an unresolved interpolation."""
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return _MISSING
-        node = node[part]
-    if isinstance(node, str) and "${" in node:
-        return _MISSING
-    return node
-
-
-def _axis_value(axis: str, value: Any) -> Any:
-    if axis == "num_ratios" and isinstance(value, list | tuple):
-        return len(value)
-    if isinstance(value, int) and not isinstance(value, bool) and axis in ("gamma", "alpha"):
-        return float(value)
-    return value
-
-
-def run_axes(run: Run) -> dict[str, Any]:
-    """The run's ablation values: known axes (see :data:`AXIS_KEYS`) plus raw overrides.
-
-    Values come from the resolved config where it has them, else from the overrides; an
-    override whose key is no known axis is kept under its own key (``"seed"``, ...). A key
-    set to null (``model.prior_prob=null``) is present with the value ``None``; a key the run
-    does not tell is absent.
-    """
-    axes: dict[str, Any] = {}
-    for text in run.overrides:
-        key, value = _split_override(text)
-        if key.split(".")[0] in _IGNORED_OVERRIDES:
-            continue
-        try:
-            parsed = yaml.safe_load(value) if value else None
-        except yaml.YAMLError:
-            parsed = value
-        axes[AXIS_KEYS.get(key, key)] = _axis_value(AXIS_KEYS.get(key, key), parsed)
-    if "loss" in run.choices:
-        axes["loss"] = run.choices["loss"]
-    elif isinstance(_lookup(run.config, "loss._target_"), str):
-        axes["loss"] = _lookup(run.config, "loss._target_").rsplit(".", 1)[-1]
-    for dotted, axis in AXIS_KEYS.items():
-        value = _lookup(run.config, dotted) if dotted != "loss" else _MISSING
-        if value is not _MISSING:
-            axes[axis] = _axis_value(axis, value)
-    return axes

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -11,7 +10,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from retina.cli import Terminated, exit_on_interrupt
 from retina.errors import ConfigError, one_line, user_errors
+
+__all__ = ["Terminated", "exit_on_user_error", "required_value", "run_cli"]
 
 _traceback_requested = os.environ.get("HYDRA_FULL_ERROR") == "1"
 
@@ -32,44 +34,34 @@ def exit_on_user_error(prog: str) -> Iterator[None]:
         sys.exit(1)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread like Ctrl-C so that the same cleanup runs (the
-    atomic writes delete their temporary files, the run directory's lock is released)."""
-
-
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated()
-
-
 def run_cli(app: Callable[[], Any], prog: str) -> None:
     """Run a ``@hydra.main`` function with one-line errors for bad input.
 
+    The model defaults node is registered first (:mod:`retina.engine.defaults`).
     Hydra prints its own errors (an unknown override key, a missing config group option)
     over several lines unless ``HYDRA_FULL_ERROR`` is set, in which case it re-raises them;
     so it is set here and the error printed as one line by :func:`exit_on_user_error`.
     Ctrl-C exits with status 130 and SIGTERM with 143, each with one line, after the same
     cleanup. An ``OSError`` on a named path that escapes (Hydra creating an unwritable or
-    occupied ``hydra.run.dir``) is one line too.
+    occupied ``hydra.run.dir``, or opening its log file where a folder of that name is) is
+    one line too.
     """
+    from retina.engine.defaults import register_defaults
+
+    register_defaults()  # configs/model/*.yaml extend it
     os.environ["HYDRA_FULL_ERROR"] = "1"
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        with exit_on_user_error(prog):
+        with exit_on_interrupt(prog), exit_on_user_error(prog):
             app()
-    except Terminated:
-        sys.stderr.write(f"{prog}: terminated\n")
-        sys.exit(143)
-    except KeyboardInterrupt:
-        sys.stderr.write(f"{prog}: interrupted\n")
-        sys.exit(130)
-    except OSError as err:
-        if err.filename is None or _traceback_requested:
+    except (OSError, ValueError) as err:
+        # Hydra's log file (``<run dir>/<prog>.log``) is opened by logging.config, which
+        # wraps the OSError (a folder of that name, no permission) in a ValueError.
+        cause = err if isinstance(err, OSError) else err.__cause__
+        if not isinstance(cause, OSError) or cause.filename is None or _traceback_requested:
             raise
-        reason = err.strerror or err
-        sys.stderr.write(f"{prog}: error: {err.filename}: cannot create or write ({reason})\n")
+        reason = cause.strerror or cause
+        sys.stderr.write(f"{prog}: error: {cause.filename}: cannot create or write ({reason})\n")
         sys.exit(1)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def required_value(cfg: DictConfig, key: str) -> str:

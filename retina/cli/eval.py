@@ -16,12 +16,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
+from retina.cli import exit_on_interrupt
 
-from retina.cli.common import exit_on_user_error, required_value, run_cli
-from retina.config import CONFIG_DIR
-from retina.errors import ConfigError
+with exit_on_interrupt("retina-eval"):  # Ctrl-C while loading: one line
+    import hydra
+    from omegaconf import DictConfig, OmegaConf
+
+    from retina.cli.common import exit_on_user_error, required_value, run_cli
+    from retina.config import CONFIG_DIR
+    from retina.errors import ConfigError
 
 log = logging.getLogger("retina.eval")
 
@@ -53,10 +56,14 @@ def check_eval_config(cfg: DictConfig) -> None:
 
 
 def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Everything ``retina-eval`` does; returns the metrics (the same on every rank)."""
+    """Everything ``retina-eval`` does; returns the metrics (the same on every rank).
+
+    ``run_dir`` is locked for this process (rank 0) and must not be a training run's folder
+    (:func:`retina.engine.rundir.require_eval_dir`; the Hydra callback
+    :class:`retina.cli.callbacks.EvalDirCheck` checks it before Hydra writes there)."""
     import torch
 
-    from retina.engine import distributed
+    from retina.engine import distributed, rundir
     from retina.engine.build import build_val_loader, prepare_data_root
     from retina.engine.evaluation import evaluate_detections, format_metrics_table, run_inference
     from retina.engine.inference import build_val_dataset, check_label_mapping, data_config
@@ -78,6 +85,9 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         if device.type == "cuda":
             device = torch.device("cuda", dist.local_rank)
         run_dir = Path(str(distributed.broadcast_object(str(run_dir))))
+        if dist.is_main:
+            rundir.require_eval_dir(run_dir)
+            rundir.lock_run_dir(run_dir)
         dataset = build_val_dataset(data_cfg, prepare_data_root(data_cfg, dist), where)
         check_label_mapping(state, dataset, path)
         loader = build_val_loader(
@@ -90,7 +100,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         log.info("inference on %d images in %.1f s (rank %d)", len(detections), seconds, dist.rank)
         metrics = evaluate_detections(
             detections, dataset, out_dir=run_dir if dist.is_main else None,
-            backend=str(cfg.eval.backend),
+            backend=str(cfg.eval.backend), evaluated=[d["image_id"] for d in detections],
         )  # fmt: skip
         if dist.is_main:
             # This run's config, with the model and loss the checkpoint was trained with.
@@ -102,7 +112,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             # Same layout as retina-train's metrics.json: the metrics at the top level.
             payload = {
                 **metrics, "checkpoint": str(path), "iteration": int(state.get("iteration", -1)),
-                "num_images": len(dataset), "inference_seconds": round(seconds, 2),
+                "inference_seconds": round(seconds, 2),
                 "config": config,
             }  # fmt: skip
             write_json_atomic(run_dir / "metrics.json", payload, indent=2)
@@ -110,6 +120,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             print(format_metrics_table(metrics), flush=True)
         return metrics
     finally:
+        rundir.release_run_dir(run_dir)
         distributed.cleanup()
 
 

@@ -18,8 +18,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from retina.analysis.figures import FIGURE1_GAMMAS, plot_focal_curves
-from retina.errors import one_line, user_errors
+from retina.cli import exit_on_interrupt
+
+with exit_on_interrupt("retina-plot"):  # Ctrl-C while loading: one line
+    from retina.analysis.figures import FIGURE1_GAMMAS, plot_focal_curves
+    from retina.errors import one_line, user_errors
 
 __all__ = ["ARGUMENTS", "main", "output_path", "parse_args"]
 
@@ -109,6 +112,7 @@ def _loss_cdf_main(argv: Sequence[str]) -> Path:
     )
 
 
+@exit_on_interrupt("retina-plot")
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: ``retina-plot {focal-curves,loss-cdf} [key=value ...]``."""
     args = list(sys.argv[1:] if argv is None else argv)

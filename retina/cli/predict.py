@@ -15,25 +15,26 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import hydra
-import numpy as np
-import torch
-from omegaconf import DictConfig
+from retina.cli import exit_on_interrupt
 
-from retina.cli.common import exit_on_user_error, required_value, run_cli
-from retina.config import CONFIG_DIR
-from retina.data.images import read_image
-from retina.errors import ConfigError
-from retina.export.runtime import load_detector
-from retina.utils.device import select_device
-from retina.utils.io import save_image_atomic, write_json_atomic
-from retina.utils.vis import draw_detections
+with exit_on_interrupt("retina-predict"):  # Ctrl-C while loading: one line
+    import hydra
+    import numpy as np
+    import torch
+    from omegaconf import DictConfig
+
+    from retina.cli.common import exit_on_user_error, required_value, run_cli
+    from retina.config import CONFIG_DIR
+    from retina.data.images import IMAGE_SUFFIXES, read_image
+    from retina.errors import ConfigError
+    from retina.export.runtime import load_detector
+    from retina.utils.device import select_device
+    from retina.utils.io import save_image_atomic, write_json_atomic
+    from retina.utils.vis import draw_detections
 
 __all__ = ["list_images", "main", "predict", "read_image"]
 
 log = logging.getLogger("retina.predict")
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def list_images(source: Path) -> list[Path]:

@@ -8,8 +8,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from retina.analysis.report import format_markdown, write_report
-from retina.errors import ResultsError
+from retina.cli import exit_on_interrupt
+
+with exit_on_interrupt("retina-report"):  # Ctrl-C while loading: one line
+    from retina.analysis.report import write_report
+    from retina.analysis.table_format import format_markdown
+    from retina.errors import ResultsError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,12 +27,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--reference", metavar="ROW", default=None,
         help="the row the ΔAP column compares to: its number in table.md, or key=value,... "
-             "over its settings (e.g. 'gamma=0,alpha=0.75' or 'loss=focal'); default: the "
-             "focal loss row with the paper's γ = 2, α = .25 when present",
+             "over its settings (e.g. 'gamma=0,alpha=0.75', 'γ=0,α=0.75' or 'loss=focal'); "
+             "default: the focal loss row with the paper's γ = 2, α = .25 when present",
     )
     return parser
 
 
+@exit_on_interrupt("retina-report")
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: ``retina-report DIR [--reference ROW]``."""
     try:

@@ -12,12 +12,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
+from retina.cli import exit_on_interrupt
 
-from retina.cli.common import exit_on_user_error, run_cli
-from retina.config import CONFIG_DIR
-from retina.errors import ConfigError
+with exit_on_interrupt("retina-stats"):  # Ctrl-C while loading: one line
+    import hydra
+    from omegaconf import DictConfig, OmegaConf
+
+    from retina.cli.common import exit_on_user_error, run_cli
+    from retina.config import CONFIG_DIR
+    from retina.errors import ConfigError
 
 log = logging.getLogger("retina.stats")
 
@@ -26,6 +29,7 @@ def _dataset(cfg: DictConfig) -> Any:
     from retina.data import CocoDetection
     from retina.engine.build import prepare_data_root
     from retina.engine.distributed import DistInfo
+    from retina.engine.inference import dataset_options
     from retina.utils.instantiate import instantiate_node
 
     split = str(cfg.split)
@@ -36,16 +40,20 @@ def _dataset(cfg: DictConfig) -> Any:
     if cfg.data.get("val_transforms") is not None:
         transforms = instantiate_node(cfg.data.val_transforms, "data.val_transforms")
     return CocoDetection(root / cfg.data[f"{split}_ann"], root / cfg.data[f"{split}_images"],
-                         transforms=transforms, drop_empty=False, on_broken="skip")
+                         transforms=transforms, drop_empty=False, on_broken="skip",
+                         **dataset_options(cfg.data))
 
 
-def _model(cfg: DictConfig, num_classes: int) -> tuple[Any, dict | None]:
+def _model(cfg: DictConfig, dataset: Any, device: Any) -> tuple[Any, dict | None]:
+    """The checkpoint's model on ``device`` (its categories must be the dataset's, as in
+    ``retina-eval``), else ``model``'s anchors and matcher without weights."""
+    num_classes = dataset.num_classes
     if cfg.checkpoint is not None:
-        from retina.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
+        from retina.engine.inference import check_label_mapping, load_for_inference
 
-        state = load_checkpoint(str(cfg.checkpoint))
-        model = build_model_from_checkpoint(state, str(cfg.checkpoint))
-        return model.eval().to(str(cfg.device)), state
+        model, state = load_for_inference(str(cfg.checkpoint))
+        check_label_mapping(state, dataset, str(cfg.checkpoint))
+        return model.to(device), state
     from retina.engine.build import build_model
 
     model_cfg = cfg.model.copy()
@@ -65,13 +73,15 @@ def run_stats(cfg: DictConfig) -> dict[str, Any]:
         loss_shares,
     )
     from retina.analysis.loss_cdf import anchor_logits_and_labels, per_anchor_losses
+    from retina.utils.device import select_device
     from retina.utils.io import write_json_atomic, write_text_atomic
 
     images = cfg.images
     if not isinstance(images, int) or isinstance(images, bool) or images < 1:
         raise ConfigError("images", f"must be an integer >= 1, got {images!r}")
+    device = select_device(str(cfg.device), "device")
     dataset = _dataset(cfg)
-    model, state = _model(cfg, dataset.num_classes)
+    model, state = _model(cfg, dataset, device)
     counts, losses = [], {0.0: ([], []), 2.0: ([], [])}
     for index in range(min(images, len(dataset))):
         item = dataset[index]
@@ -80,7 +90,7 @@ def run_stats(cfg: DictConfig) -> dict[str, Any]:
         image, target = item
         counts.append(count_image(model, image, target))
         if state is not None:
-            logits, labels = anchor_logits_and_labels(model, [image.to(str(cfg.device))],
+            logits, labels = anchor_logits_and_labels(model, [image.to(device)],
                                                       [target])
             for gamma, (pos, neg) in per_anchor_losses(logits, labels, (0.0, 2.0)).items():
                 losses[gamma][0].append(pos.cpu())

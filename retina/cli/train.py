@@ -21,14 +21,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
+from retina.cli import exit_on_interrupt
 
-from retina.cli import common as _common
-from retina.cli.common import exit_on_user_error, run_cli
-from retina.config import CONFIG_DIR, validate_config
-from retina.errors import NonFiniteLossError, RunDirError, one_line, user_errors
-from retina.utils.device import device_type
+with exit_on_interrupt("retina-train"):  # Ctrl-C while loading: one line
+    import hydra
+    from omegaconf import DictConfig, OmegaConf
+
+    from retina.cli import common as _common
+    from retina.cli.common import exit_on_user_error, run_cli
+    from retina.config import CONFIG_DIR, validate_config
+    from retina.errors import NonFiniteLossError, RunDirError, one_line, user_errors
+    from retina.utils.device import device_type
 
 log = logging.getLogger("retina.train")
 

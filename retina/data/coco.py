@@ -11,6 +11,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from retina.config import INVALID_BOXES_CHOICES
 from retina.data.columns import BOX_TOLERANCE, Columns, columns_are_valid, extract_columns
 from retina.data.images import read_image
 from retina.data.validate import check_coco_dict, load_json, raise_for_problems
@@ -18,8 +19,6 @@ from retina.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-INVALID_BOXES_CHOICES = ("drop", "error")
-"""``data.invalid_boxes``: drop/clip the boxes ``retina-check-data`` warns about, or refuse."""
 SHOWN_IDS = 5
 """Annotation ids named in the one-line invalid-box warning or error."""
 

@@ -13,12 +13,15 @@ the JSON is written with sorted keys. Same arguments, same package versions -> s
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
+import shutil
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw
@@ -242,8 +245,11 @@ def _write_split(out: Path, split: str, count: int, size: int, seed: int, num_cl
     jobs = [(image_dir, split, i, size, seed, num_classes, probs, max_objects, options)
             for i in range(count)]
     if workers > 1 and count >= 4 * workers:
-        with ProcessPoolExecutor(workers) as pool:
+        pool = ProcessPoolExecutor(workers)
+        try:
             results = list(pool.map(_render_and_save, jobs, chunksize=16))
+        finally:  # on Ctrl-C: drop the queued images, wait only for those being drawn
+            pool.shutdown(wait=True, cancel_futures=True)
     else:
         results = [_render_and_save(job) for job in jobs]
     images, annotations = [], []
@@ -270,6 +276,74 @@ def _write_split(out: Path, split: str, count: int, size: int, seed: int, num_cl
         json.dumps(dataset, sort_keys=True, separators=(",", ":")), encoding="utf-8")
 
 
+GENERATOR_FILE = "generator.json"
+"""The options a dataset was generated with (:func:`generator_options`), in its folder."""
+
+
+def generator_options(**options: Any) -> dict[str, Any]:
+    """Every option of :func:`make_shapes_dataset` that shapes the data (all but ``out`` and
+    ``workers``), ``options`` over the defaults: what ``generator.json`` records.
+
+    Raises:
+        ValueError: an option :func:`make_shapes_dataset` does not take.
+    """
+    unknown = sorted(set(options) - set(_OPTION_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown generator option(s) {', '.join(unknown)}")
+    return {**_OPTION_DEFAULTS, **options}
+
+
+def recorded_options(root: str | Path) -> dict[str, Any] | None:
+    """The options ``root``'s dataset was generated with: its ``generator.json``, else what
+    its annotation files show (image counts, image size, number of classes) for a dataset
+    written before that file existed; None when neither is readable."""
+    root = Path(root)
+    try:
+        data = json.loads((root / GENERATOR_FILE).read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else None
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError):
+        return None
+    seen: dict[str, Any] = {}
+    try:
+        for split in ("train", "val"):
+            ann = json.loads((root / "annotations" / f"instances_{split}.json").read_text())
+            seen[split] = len(ann["images"])
+            if ann["images"]:
+                seen["size"] = int(ann["images"][0]["width"])
+            seen["num_classes"] = len(ann["categories"])
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+    return seen
+
+
+def check_generated_root(root: str | Path, requested: dict[str, Any]) -> None:
+    """An existing generated dataset must be the one ``requested`` (``data.generator``)
+    describes: a config asking for other options would otherwise train on the old data
+    while recording the new options.
+
+    Raises:
+        ConfigError: ``data.generator.<key>: ...`` naming the folder, both values and the
+            ways out; or an option :func:`make_shapes_dataset` does not take.
+    """
+    from retina.errors import ConfigError
+
+    try:
+        wanted = generator_options(**requested)
+    except ValueError as err:
+        raise ConfigError("data.generator", str(err)) from None
+    recorded = recorded_options(root)
+    for key, value in sorted((recorded or {}).items()):
+        if key in wanted and wanted[key] != value:
+            raise ConfigError(
+                f"data.generator.{key}",
+                f"{root} was generated with {key}={json.dumps(value)}, this config asks for "
+                f"{json.dumps(wanted[key])}; delete {root} to generate it again, or set "
+                "paths.data_dir=DIR to generate it under DIR",
+            )
+
+
 def make_shapes_dataset(out: str | Path, train: int = 500, val: int = 100, size: int = 320,
                         seed: int = 0, num_classes: int = 3, long_tail: bool = False,
                         max_objects: int = 10, workers: int | None = None,
@@ -292,6 +366,10 @@ def make_shapes_dataset(out: str | Path, train: int = 500, val: int = 100, size:
         workers: processes used to render (default: all CPUs); the output does not depend on it.
         max_object_side, class_colours, distractor_shapes: see :func:`render_image`; the
             defaults give the demo's data.
+    The dataset is written into a temporary sibling folder and renamed to ``out`` at the end
+    (with ``generator.json``, the options), so an interrupted or failed generation leaves
+    nothing; ``out`` must not exist or be an empty folder.
+
     Returns:
         the output directory.
     """
@@ -308,10 +386,33 @@ def make_shapes_dataset(out: str | Path, train: int = 500, val: int = 100, size:
     options = {"max_object_side": max_object_side, "class_colours": bool(class_colours),
                "distractor_shapes": int(distractor_shapes)}
     out = Path(out)
+    if out.is_dir() and any(out.iterdir()) or out.exists() and not out.is_dir():
+        raise ValueError(f"{out} already exists and is not an empty folder: delete it or "
+                         "choose another output folder")
+    record = generator_options(train=train, val=val, size=size, seed=seed,
+                               num_classes=num_classes, long_tail=bool(long_tail),
+                               max_objects=max_objects, **options)
     probs = class_probabilities(num_classes, long_tail)
     workers = (os.cpu_count() or 1) if workers is None else workers
-    _write_split(out, "train", train, size, seed, num_classes, probs, max_objects, 1, workers,
-                 options)
-    _write_split(out, "val", val, size, seed, num_classes, probs, max_objects, 1_000_001,
-                 workers, options)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _write_split(tmp, "train", train, size, seed, num_classes, probs, max_objects, 1,
+                     workers, options)
+        _write_split(tmp, "val", val, size, seed, num_classes, probs, max_objects, 1_000_001,
+                     workers, options)
+        (tmp / GENERATOR_FILE).write_text(json.dumps(record, sort_keys=True) + "\n",
+                                          encoding="utf-8")
+        os.replace(tmp, out)  # an empty ``out`` folder is replaced too
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out
+
+
+_OPTION_DEFAULTS: dict[str, Any] = {
+    name: param.default
+    for name, param in inspect.signature(make_shapes_dataset).parameters.items()
+    if name not in ("out", "workers")
+}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,13 @@ from torch.utils.data import DataLoader, Subset
 from retina.engine import checkpoint as ckpt
 from retina.engine.distributed import DistInfo, barrier
 from retina.engine.hooks import CheckpointHook, EvalHook, LogHook
+from retina.engine.inference import dataset_options
 from retina.engine.loader import ResumableLoader
 from retina.engine.logging import RunLogger
 from retina.engine.optim import WarmupLRSchedule, build_optimizer, scaled_lr
 from retina.engine.trainer import Trainer
-from retina.ops.focal_backend import get_backend, resolved_backend
+from retina.errors import ConfigError
+from retina.ops.focal_backend import resolved_backend
 from retina.utils.device import select_device
 from retina.utils.instantiate import instantiate_node
 
@@ -73,24 +76,45 @@ def _remove_stale_generation(root: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _is_generated_root(data: DictConfig, root: Path) -> bool:
+    """Whether ``root`` is where ``data.generator`` generates the dataset
+    (``paths.data_dir/<data.name>``, the default root; a root set by hand holds the user's
+    own data, and the generator options do not describe it)."""
+    try:
+        data_dir = OmegaConf.select(data, "..paths.data_dir", default=None)
+    except Exception:  # noqa: BLE001 - a data node without a parent config: not known
+        return False
+    if data_dir is None:
+        return False
+    return root.resolve() == (Path(str(data_dir)) / str(data.name)).resolve()
+
+
 def prepare_data_root(data: DictConfig, dist: DistInfo) -> Path:
     """Return ``data.root``; generate the synthetic dataset there first when it is missing
     and ``data.generator`` is set (rank 0 writes into a temporary folder and renames it, so
     an interrupted generation never leaves a half-written dataset behind; the temporary
     folder is removed on Ctrl-C or SIGTERM, and one left by a killed process on the next
-    start)."""
+    start). An existing dataset at the generator's root must have been generated with
+    ``data.generator``'s options (:func:`retina.data.shapes.check_generated_root`)."""
     root = Path(data.root)
+    if data.get("generator") is not None and root.is_dir() and _is_generated_root(data, root):
+        from retina.data.shapes import check_generated_root
+
+        check_generated_root(root, OmegaConf.to_container(data.generator, resolve=True))
     if root.is_dir() or data.get("generator") is None:
         return root
     if dist.is_main:
-        from retina.data.shapes import make_shapes_dataset
+        from retina.data.shapes import generator_options, make_shapes_dataset
 
         params: dict[str, Any] = OmegaConf.to_container(data.generator, resolve=True)  # type: ignore[assignment]
         _remove_stale_generation(root)
         tmp = root.with_name(f".{root.name}.tmp{os.getpid()}")
         log.info("generating the %s dataset in %s (%s)", data.name, root, params)
         try:
-            make_shapes_dataset(tmp, **params)
+            make_shapes_dataset(tmp, **generator_options(**params))
+        except ValueError as err:  # an unknown option or a value out of range
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ConfigError("data.generator", str(err)) from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -113,11 +137,7 @@ def build_datasets(data: DictConfig, root: Path) -> tuple[Any, Any]:
     valid one) and the validation set (every image kept; broken ones skipped)."""
     from retina.data import CocoDetection, DataError
 
-    extra = {}
-    if data.get("max_broken_fraction") is not None:
-        extra["max_broken_fraction"] = float(data.max_broken_fraction)
-    if data.get("invalid_boxes") is not None:
-        extra["invalid_boxes"] = str(data.invalid_boxes)
+    extra = dataset_options(data)
     train = CocoDetection(
         root / data.train_ann,
         root / data.train_images,
@@ -227,13 +247,14 @@ def load_resume_state(
         go to the trainer), None when there is none; the changed keys rebuilt from ``config``.
     """
     from retina.engine.inference import check_label_mapping
-    from retina.engine.resume import check_resume_config
+    from retina.engine.resume import check_resume_config, check_resume_iteration
 
     found = ckpt.find_resume_checkpoint(directory)
     if found is None:
         log.warning("train.resume=true but %s holds no checkpoint: starting fresh", directory)
         return None, []
     path, state = found
+    check_resume_iteration(int(state["iteration"]), config, str(path))
     reset_keys = check_resume_config(state.get("config"), config, reset, str(path))
     if "cat_ids" in state and "class_names" in state:
         check_label_mapping(state, train_set, str(path))
@@ -278,16 +299,51 @@ def wrap_model(model: nn.Module, device: torch.device, dist: DistInfo, compile: 
     return model
 
 
-def build_training_run(cfg: DictConfig, run_dir: Path, dist: DistInfo) -> TrainingRun:
+def check_focal_kernels(
+    backend: str,
+    num_classes: int,
+    amp: torch.dtype | None,
+    device: torch.device,
+    rows: int = 1 << 15,
+) -> None:
+    """Before the first step of a run whose loss runs the Triton kernels (``backend`` is the
+    resolved ``"triton"``): compare them with the float64 reference
+    (:func:`retina.ops.focal_triton_check.check_triton`) at ``rows`` anchors x the run's
+    classes, in float32 and the AMP dtype. A mismatch stops the run with a
+    :class:`ConfigError` naming ``loss.backend``. Other backends: nothing to check."""
+    if backend != "triton":
+        return
+    from retina.ops.focal_triton_check import check_triton
+
+    for dtype in dict.fromkeys((torch.float32, amp or torch.float32)):
+        problems = check_triton(rows, num_classes, dtype, device)
+        if problems:
+            raise ConfigError(
+                "loss.backend",
+                f"the Triton focal-loss kernels disagree with the float64 reference on "
+                f"{device} ({problems[0]}); run python scripts/check_triton.py for details, "
+                "or train with loss.backend=eager",
+            )
+    log.info("focal-loss kernels: Triton agrees with the reference (%d x %d)", rows, num_classes)
+
+
+def build_training_run(
+    cfg: DictConfig,
+    run_dir: Path,
+    dist: DistInfo,
+    model_factory: Callable[[DictConfig, DictConfig, int], nn.Module] = build_model,
+) -> TrainingRun:
     """Data, model, optimizer, loaders, hooks and trainer for a validated config; restores
-    the newest checkpoint of ``run_dir/checkpoints`` when ``train.resume`` is set."""
+    the newest checkpoint of ``run_dir/checkpoints`` when ``train.resume`` is set.
+    ``model_factory(cfg.model, cfg.loss, num_classes)`` builds the model (another
+    implementation, e.g. ``scripts/train_torchvision.py``, trains on the same data)."""
     from retina.data import collate_detection
 
     t = cfg.train
     device = select_device(str(t.device), "train.device", dist.local_rank)
     set_determinism(int(t.seed), bool(t.deterministic))
     train_set, val_set = build_datasets(cfg.data, prepare_data_root(cfg.data, dist))
-    model = build_model(cfg.model, cfg.loss, train_set.num_classes).to(device)
+    model = model_factory(cfg.model, cfg.loss, train_set.num_classes).to(device)
     if t.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer, scheduler = build_optimization(
@@ -334,10 +390,12 @@ def build_training_run(cfg: DictConfig, run_dir: Path, dist: DistInfo) -> Traini
         "cat_ids": [int(c) for c in train_set.cat_ids],
         "class_names": list(train_set.class_names),
     }
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp) if t.amp else None
     focal_backend = resolved_backend(
-        getattr(model.cls_loss, "backend", None) or get_backend(), device.type
+        getattr(getattr(model, "cls_loss", None), "backend", "eager"), device.type
     )
     log.info("focal-loss kernels: %s", focal_backend)
+    check_focal_kernels(focal_backend, train_set.num_classes, amp, device)
     checkpoint_hook = CheckpointHook(
         period=int(t.checkpoint_period),
         directory=ckpt_dir,
@@ -346,7 +404,6 @@ def build_training_run(cfg: DictConfig, run_dir: Path, dist: DistInfo) -> Traini
         logger=logger,
         enabled=dist.is_main,
     )
-    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp) if t.amp else None
     trainer = Trainer(
         model=wrap_model(model, device, dist, bool(t.compile)),
         optimizer=optimizer,

@@ -110,6 +110,7 @@ def evaluate_detections(
     dataset: Any,
     out_dir: str | os.PathLike | None = None,
     backend: str = "pycocotools",
+    evaluated: Iterable[int] | None = None,
 ) -> dict[str, Any]:
     """COCO box metrics of ``detections`` against ``dataset``'s annotation file.
 
@@ -121,10 +122,15 @@ def evaluate_detections(
         out_dir: if given, ``coco_results.json`` (COCO results format, original category
             ids, xywh boxes) is written there (by rank 0).
         backend: ``"pycocotools"`` or ``"faster_coco_eval"`` (if installed).
+        evaluated: ids of the images inference ran on (this rank's; gathered like the
+            detections). The others (unreadable images the loader skipped) are left out of
+            the evaluation, ground truth included, and counted. None: every image of
+            ``dataset`` (those without a detection count as missed).
 
     Returns:
         ``{"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm",
-        "ARl"}`` in percent, plus ``per_category`` ``{class_name: AP}``. As in COCOeval,
+        "ARl"}`` in percent, plus ``per_category`` ``{class_name: AP}``, ``num_images``
+        (evaluated) and ``skipped_images``. As in COCOeval,
         ``-1`` marks a number without ground truth (e.g. no small objects). Zero detections
         give 0 (not an error). When ``torch.distributed`` is initialised, detections are
         gathered from all ranks, evaluated on rank 0 and the metrics sent to every rank.
@@ -132,14 +138,16 @@ def evaluate_detections(
     check_backend(backend)
     coco_cls, eval_cls = _backend_classes(backend)
     detections = [_to_numpy_detection(d) for d in detections]
+    ids = None if evaluated is None else sorted({int(i) for i in evaluated})
     rank, world = _dist_rank_world()
     if world > 1:
         gathered: list[Any] = [None] * world
-        torch.distributed.all_gather_object(gathered, detections)
-        detections = _merge_ranks(gathered)
+        torch.distributed.all_gather_object(gathered, (detections, ids))
+        detections = _merge_ranks([dets for dets, _ in gathered])
+        ids = None if ids is None else sorted({i for _, part in gathered for i in part})
     metrics = None
     if rank == 0:
-        metrics = _evaluate(detections, dataset, out_dir, coco_cls, eval_cls)
+        metrics = _evaluate(detections, dataset, out_dir, coco_cls, eval_cls, ids)
     if world > 1:
         box = [metrics]
         torch.distributed.broadcast_object_list(box, src=0)
@@ -147,8 +155,13 @@ def evaluate_detections(
     return metrics
 
 
-def _evaluate(detections, dataset, out_dir, coco_cls, eval_cls) -> dict[str, Any]:
-    image_ids = sorted({int(i) for i in _dataset_image_ids(dataset)})
+def _evaluate(detections, dataset, out_dir, coco_cls, eval_cls, evaluated) -> dict[str, Any]:
+    all_ids = sorted({int(i) for i in _dataset_image_ids(dataset)})
+    image_ids = all_ids if evaluated is None else sorted(set(all_ids) & set(evaluated))
+    skipped = len(all_ids) - len(image_ids)
+    if skipped:
+        logger.warning("%d of %d images were not evaluated (unreadable, skipped): their ground "
+                       "truth is left out of the metrics", skipped, len(all_ids))
     cat_ids = [int(c) for c in dataset.cat_ids]
     wanted = set(image_ids)
     kept = [d for d in detections if d["image_id"] in wanted]
@@ -179,6 +192,8 @@ def _evaluate(detections, dataset, out_dir, coco_cls, eval_cls) -> dict[str, Any
         key: _percent(value) for key, value in zip(METRIC_KEYS, coco_eval.stats, strict=True)
     }
     metrics["per_category"] = _per_category_ap(coco_eval, cat_ids, list(dataset.class_names))
+    metrics["num_images"] = len(image_ids)
+    metrics["skipped_images"] = skipped
     return metrics
 
 

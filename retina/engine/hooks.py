@@ -18,7 +18,9 @@ log = logging.getLogger("retina.train")
 
 
 class LogHook(Hook):
-    """Progress bar every step; TensorBoard ``train/*`` scalars every ``period`` steps.
+    """Progress bar every step; TensorBoard ``train/*`` scalars every ``period`` steps:
+    everything in :attr:`Trainer.last` (losses, ``lr``, ``grad_norm`` and the statistics the
+    loss returned, e.g. ``num_pos``, ``normalizer``, ``num_pos_p3``).
 
     ``train/img_per_s`` is measured over the whole period (data loading included).
     """
@@ -41,11 +43,9 @@ class LogHook(Hook):
             if elapsed > 0:
                 self._rate = (trainer.images_seen - self._seen0) / elapsed
             self._t0, self._seen0 = now, trainer.images_seen
-            scalars = {
-                f"train/{k}": last[k]
-                for k in ("loss_cls", "loss_box_reg", "loss", "lr", "num_pos", "grad_norm")
-                if k in last
-            }
+            # losses, lr, grad_norm and every statistic the loss measured (num_pos, ...);
+            # img_per_s is measured over the period instead of the last step
+            scalars = {f"train/{k}": v for k, v in last.items() if k != "img_per_s"}
             scalars["train/img_per_s"] = self._rate
             self.logger.scalars(scalars, trainer.iteration)
         elif self._rate == 0.0 and elapsed > 0:
@@ -141,7 +141,10 @@ class EvalHook(Hook):
         start = time.perf_counter()
         detections = run_inference(model, self.val_loader, trainer.device)
         out_dir = self.run_dir if final else None
-        self.metrics = evaluate_detections(detections, self.val_set, out_dir=out_dir)
+        self.metrics = evaluate_detections(
+            detections, self.val_set, out_dir=out_dir,
+            evaluated=[d["image_id"] for d in detections],
+        )  # fmt: skip
         self._done_at = trainer.iteration
         self._record(trainer.iteration)
         if final and self.time_images > 0:

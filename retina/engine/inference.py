@@ -43,7 +43,7 @@ def data_config(cfg: DictConfig, state: Mapping[str, Any], path: str) -> tuple[D
     where = f"{path}: config.data"
     if not isinstance(stored, Mapping) or "root" not in stored:
         raise CheckpointError(f"{path}: checkpoint has no data config; choose one with data=NAME")
-    check_targets(stored, where)
+    check_targets(stored, where, "data")
     stored_cfg = OmegaConf.create(dict(stored))
     _refuse_generation_outside(cfg, stored_cfg, where)
     return stored_cfg, where
@@ -81,16 +81,23 @@ def build_val_dataset(data_cfg: DictConfig, root: Path, where: str = "data") -> 
     raise_for_problems(validate_coco(ann_file, check_images=False))
     transforms = None
     if data_cfg.get("val_transforms") is not None:
-        transforms = instantiate_untrusted(data_cfg.val_transforms, f"{where}.val_transforms")
-    extra = {}
-    if data_cfg.get("max_broken_fraction") is not None:
-        extra["max_broken_fraction"] = float(data_cfg.max_broken_fraction)
-    if data_cfg.get("invalid_boxes") is not None:
-        extra["invalid_boxes"] = str(data_cfg.invalid_boxes)
+        transforms = instantiate_untrusted(data_cfg.val_transforms, f"{where}.val_transforms",
+                                           "data.val_transforms")
     return CocoDetection(
         ann_file, root / str(data_cfg.val_images), transforms,
-        drop_empty=False, check=False, on_broken="skip", **extra,
+        drop_empty=False, check=False, on_broken="skip", **dataset_options(data_cfg),
     )  # fmt: skip
+
+
+def dataset_options(data_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The :class:`~retina.data.CocoDetection` keyword arguments a data config may set
+    (``max_broken_fraction``, ``invalid_boxes``); unset keys keep the class's defaults."""
+    options: dict[str, Any] = {}
+    if data_cfg.get("max_broken_fraction") is not None:
+        options["max_broken_fraction"] = float(data_cfg["max_broken_fraction"])
+    if data_cfg.get("invalid_boxes") is not None:
+        options["invalid_boxes"] = str(data_cfg["invalid_boxes"])
+    return options
 
 
 def check_label_mapping(state: Mapping[str, Any], dataset: Any, path: str) -> None:

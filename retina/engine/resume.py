@@ -4,14 +4,19 @@ A checkpoint restores the model, the optimizer (its LR, weight decay and momentu
 parameter group), the schedule's progress and the data position. A config change to any of
 those cannot be honoured by restoring them, so a resume compares the two configs first:
 
-- ``MUST_MATCH`` (model, loss, optimizer, LR schedule, batch size): a difference stops the
-  run with one line naming the keys, unless ``train.resume_reset=optim`` asks to rebuild
+- ``MUST_MATCH`` (model, loss, optimizer, LR schedule, batch size, seed): a difference stops
+  the run with one line naming the keys (a run labelled with another seed would continue the
+  old seed's weights and random state), unless ``train.resume_reset=optim`` asks to rebuild
   the optimizer and the schedule from the new config (``optim.*``, ``schedule.*`` and
-  ``train.batch_size`` may then differ; the model and loss never may).
+  ``train.batch_size`` may then differ; the model, loss and seed never may).
+- ``train.max_iter`` may grow or shrink, but not below the checkpoint's iteration.
 - everything else (``train.max_iter``, periods, logging, workers, device, data paths and
   augmentation) is taken from the new config.
 
-The data's categories are compared by :func:`retina.engine.inference.check_label_mapping`.
+The stored config is data from a file: its ``_target_``s must pass
+:func:`retina.utils.instantiate.check_targets` (nothing in it is ever built, but a crafted
+config is refused rather than compared). The data's categories are compared by
+:func:`retina.engine.inference.check_label_mapping`.
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from retina.errors import CheckpointError
+from retina.errors import CheckpointError, ConfigError
+from retina.utils.dotted import select
+from retina.utils.instantiate import check_targets
 
-MUST_MATCH = ("model", "loss", "optim", "schedule", "train.batch_size")
+MUST_MATCH = ("model", "loss", "optim", "schedule", "train.batch_size", "train.seed")
 RESETTABLE = {"optim": ("optim", "schedule", "train.batch_size")}
 RESET_CHOICES = (None, *RESETTABLE)
 
@@ -35,21 +42,26 @@ def _flatten(node: Any, prefix: str) -> dict[str, Any]:
     return {prefix: node}
 
 
-def _select(config: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
+def _effective(node: Any, root: str) -> Any:
+    """The model node as ``build_retinanet`` sees it: a key it lacks takes the default of the
+    part constructor that owns it (a config written before the key was listed means it)."""
+    if root != "model" or not isinstance(node, Mapping) or node.get("_target_") not in (
+        "retina.modeling.build_retinanet", "retina.modeling.build.build_retinanet"
+    ):
+        return node
+    from retina.modeling.build import model_defaults
+
+    return {**model_defaults(), **node}
 
 
 def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Dotted keys under :data:`MUST_MATCH` whose values differ between two resolved
-    configs (a key present in one only counts as a difference)."""
+    configs (a key present in one only counts as a difference, except a model key that
+    ``build_retinanet`` defaults: there the default stands in)."""
     changed = []
     for root in MUST_MATCH:
-        a, b = _flatten(_select(old, root), root), _flatten(_select(new, root), root)
+        a = _flatten(_effective(select(old, root), root), root)
+        b = _flatten(_effective(select(new, root), root), root)
         keys = sorted(set(a) | set(b))
         changed += [k for k in keys if a.get(k, "<absent>") != b.get(k, "<absent>")]
     return changed
@@ -70,10 +82,12 @@ def check_resume_config(
         the changed keys that ``reset`` allows (rebuilt from the new config).
 
     Raises:
-        CheckpointError: one line naming the changed keys and how to proceed.
+        CheckpointError: one line naming the changed keys and how to proceed, or the dotted
+            key of a ``_target_`` that is not allowed there.
     """
     if not isinstance(stored, Mapping):
         return []
+    check_targets(stored, f"{path}: config")
     changed = changed_keys(stored, config)
     allowed = RESETTABLE.get(reset or "", ())
     refused = [k for k in changed if not any(k == a or k.startswith(a + ".") for a in allowed)]
@@ -89,3 +103,19 @@ def check_resume_config(
         )
         raise CheckpointError(f"{path}: cannot resume with changed {shown}; {hint}")
     return changed
+
+
+def check_resume_iteration(iteration: int, config: Mapping[str, Any], path: str) -> None:
+    """A resume must not start past its end: ``train.max_iter`` below the checkpoint's
+    iteration would record metrics of the longer run under the shorter label.
+
+    Raises:
+        ConfigError: ``train.max_iter: ...`` naming the checkpoint's iteration.
+    """
+    max_iter = select(config, "train.max_iter")
+    if isinstance(max_iter, int) and not isinstance(max_iter, bool) and iteration > max_iter:
+        raise ConfigError(
+            "train.max_iter",
+            f"{max_iter} is below the iteration {iteration} of {path}; resume with "
+            f"train.max_iter>={iteration} or start a new run in another directory",
+        )

@@ -82,3 +82,40 @@ def require_fresh_run_dir(run_dir: str | os.PathLike, key: str = "hydra.run.dir"
             f"{run_dir} holds checkpoints of an earlier run; continue it with "
             f"train.resume=true or choose another directory ({key}=...)",
         )
+
+
+EVAL_MARK = "checkpoint"
+"""The key of ``retina-eval``'s ``metrics.json`` (the checkpoint evaluated) that a training
+run's ``metrics.json`` lacks."""
+
+
+def require_eval_dir(run_dir: str | os.PathLike, key: str = "hydra.run.dir") -> None:
+    """``retina-eval`` writes ``metrics.json`` and ``coco_results.json`` into its run folder:
+    refuse a training run's folder (it holds ``checkpoints/``, ``tensorboard/`` or a
+    ``metrics.json`` that ``retina-eval`` did not write), whose results it would replace, and
+    a sweep's (``multirun.yaml``).
+    An earlier evaluation's folder may be reused.
+
+    Raises:
+        RunDirError: one line naming the folder and the way out.
+    """
+    import json
+
+    run_dir = Path(run_dir)
+    names = ("checkpoints", "tensorboard", "multirun.yaml")  # the last: a sweep's folder
+    found = [name for name in names if (run_dir / name).exists()]
+    metrics = run_dir / "metrics.json"
+    if metrics.exists():
+        try:
+            data = json.loads(metrics.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = None
+        if not isinstance(data, dict) or EVAL_MARK not in data:
+            found.append("metrics.json")
+    if found:
+        raise RunDirError(
+            key,
+            f"{run_dir} is a training run's or sweep's folder ({', '.join(found)}); "
+            f"retina-eval would write its metrics.json there: evaluate into another folder "
+            f"({key}=...)",
+        )

@@ -8,9 +8,12 @@ rerun with the same ``hydra.sweep.dir``.
   checkpoint (``train.resume=true``; bit-exact with ``train.deterministic=true``).
 - ``fresh``: neither; the job starts from iteration 0.
 
-A finished job whose recorded config differs from the rerun's in a key that changes results
-is an error, not a skip: the sweep folder belongs to another sweep. Keys the recorded config
-lacks (added by a later version, at their defaults) are not compared.
+A finished job whose recorded config differs from the rerun's anywhere (data included) but in
+:data:`IGNORED_KEYS` is an error, not a skip: the sweep folder belongs to another sweep. So is
+an interrupted job whose starting config (``started``) differs. Keys the recorded config lacks
+(added by a later version, at their defaults) are not compared. ``retina-train`` checks every
+job this way before Hydra writes anything into the sweep folder
+(:mod:`retina.cli.callbacks`), and each job again when it starts.
 """
 
 from __future__ import annotations
@@ -24,14 +27,13 @@ from typing import Any
 from retina.engine.checkpoint import LAST_NAME, list_checkpoints
 from retina.errors import ConfigError
 
-__all__ = ["RESULT_KEYS", "JobState", "job_state"]
+__all__ = ["IGNORED_KEYS", "JobState", "job_state"]
 
-RESULT_KEYS: tuple[str, ...] = (
-    "model", "loss", "optim", "schedule", "train.max_iter", "train.batch_size", "train.seed",
-    "data.name", "data.train_ann", "data.val_ann", "data.train_transforms",
-    "data.val_transforms",
+IGNORED_KEYS: tuple[str, ...] = (
+    "paths", "train.resume", "train.resume_reset", "train.num_workers", "train.log_period",
 )
-"""Config keys that must agree between a finished job and the rerun that would skip it."""
+"""Config keys a rerun may change without making a job another job: where files go, whether
+it resumes, and how fast it loads or logs. Every other key (data included) must agree."""
 
 
 @dataclass
@@ -49,14 +51,6 @@ class JobState:
         return float(value) if ok else None
 
 
-def _lookup(config: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(config, dict) or part not in config:
-            return None
-        config = config[part]
-    return config
-
-
 def _first_difference(old: Any, new: Any, key: str) -> tuple[str, Any, Any] | None:
     """The first leaf of ``old`` that ``new`` does not share, as ``(dotted key, old, new)``.
     Keys that ``old`` lacks are not compared: a later version of retina may add config keys
@@ -70,31 +64,47 @@ def _first_difference(old: Any, new: Any, key: str) -> tuple[str, Any, Any] | No
     return None if old == new else (key, old, new)
 
 
-def _check_same_config(run_dir: Path, recorded: Any, config: dict[str, Any]) -> None:
+def _without_ignored(config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``config`` without :data:`IGNORED_KEYS`."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
+    for dotted in IGNORED_KEYS:
+        head, _, leaf = dotted.partition(".")
+        if not leaf:
+            out.pop(head, None)
+        elif isinstance(out.get(head), dict):
+            out[head].pop(leaf, None)
+    return out
+
+
+def _check_same_config(source: Path, recorded: Any, config: dict[str, Any]) -> None:
     if not isinstance(recorded, dict):
         return  # an old or hand-written metrics.json: nothing to compare
-    for key in RESULT_KEYS:
-        old = _lookup(recorded, key)
-        found = None if old is None else _first_difference(old, _lookup(config, key), key)
+    for key, old in _without_ignored(recorded).items():
+        found = _first_difference(old, config.get(key), key)
         if found is not None:
             where, was, now = found
             raise ConfigError(
                 where,
-                f"{run_dir / 'metrics.json'} was written with {where}={json.dumps(was)[:80]}, "
-                f"this sweep has {json.dumps(now)[:80]}: the folder belongs to another sweep "
-                "(use a new hydra.sweep.dir)",
+                f"{source} was written with {where}={json.dumps(was, default=str)[:80]}, "
+                f"this sweep has {json.dumps(now, default=str)[:80]}: the folder belongs to "
+                "another sweep (use a new hydra.sweep.dir)",
             )
 
 
-def job_state(run_dir: str | Path, config: dict[str, Any]) -> JobState:
+def job_state(
+    run_dir: str | Path, config: dict[str, Any], started: dict[str, Any] | None = None
+) -> JobState:
     """Decide whether the job in ``run_dir`` is finished, to be resumed, or fresh.
 
     Args:
         run_dir: the job's folder (``hydra.sweep.dir/N``).
         config: the job's resolved config now (compared with the finished job's).
+        started: the resolved config the folder's job started with (its
+            ``.hydra/config.yaml``), compared with ``config`` when the job is to be resumed;
+            None: not compared (the resumed checkpoint's own checks still apply).
 
     Raises:
-        ConfigError: the folder's finished job ran with another config.
+        ConfigError: the folder's finished or interrupted job ran with another config.
     """
     run_dir = Path(run_dir)
     try:
@@ -106,9 +116,10 @@ def job_state(run_dir: str | Path, config: dict[str, Any]) -> JobState:
         ap = data.get("AP")
         finite = isinstance(ap, int | float) and math.isfinite(ap)
         if status == "diverged" or (not status and finite):
-            _check_same_config(run_dir, data.get("config"), config)
+            _check_same_config(run_dir / "metrics.json", data.get("config"), config)
             return JobState("finished", data)
     ckpt_dir = run_dir / "checkpoints"
     if list_checkpoints(ckpt_dir) or (ckpt_dir / LAST_NAME).is_file():
+        _check_same_config(run_dir / ".hydra" / "config.yaml", started, config)
         return JobState("resume")
     return JobState("fresh")

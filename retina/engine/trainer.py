@@ -86,10 +86,13 @@ class Trainer:
     """Runs ``model`` from ``start_iter`` to ``max_iter`` optimizer steps.
 
     Args:
-        model: in train mode returns ``{"loss_cls", "loss_box_reg"}`` (possibly wrapped in
-            DistributedDataParallel / ``torch.compile``), already normalised so that DDP's
-            gradient average is right (the model's job; the trainer only sums the losses).
-            An optional ``stats`` mapping of floats on the model is logged with each step.
+        model: in train mode returns a pair ``(losses, stats)`` (e.g.
+            :class:`~retina.modeling.retinanet.LossOutput`; possibly wrapped in
+            DistributedDataParallel / ``torch.compile``): ``losses`` ``{"loss_cls",
+            "loss_box_reg"}`` already normalised so that DDP's gradient average is right
+            (the model's job; the trainer only sums them), and ``stats``, 0-dim tensors the
+            loss measured, already global over processes (e.g. the foreground count),
+            logged with each step as they are.
         optimizer: the optimizer over the model's parameters.
         scheduler: stepped once per iteration (also for skipped ones, so the LR follows the
             iteration count).
@@ -157,7 +160,7 @@ class Trainer:
         images, targets = next(self.data)
         images, targets = self._to_device(images, targets)
         with self._autocast():
-            loss_dict = self.model(images, targets)
+            loss_dict, stats = self.model(images, targets)
         loss_dict = {k: v.float() for k, v in loss_dict.items()}
         loss = sum(loss_dict.values())
 
@@ -191,7 +194,7 @@ class Trainer:
             **values,
             "loss": sum(values.values()),
             "lr": lr,
-            **self._model_stats(),
+            **self._stats(stats),
             "grad_norm": grad_norm,
             "img_per_s": len(images) * self.dist.world_size / elapsed,
         }
@@ -214,11 +217,14 @@ class Trainer:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
-    def _model_stats(self) -> dict[str, float]:
-        """The scalars the model reports about its last forward (its ``stats`` mapping,
-        e.g. RetinaNet's global foreground count), logged as they are."""
-        stats = getattr(unwrap(self.model), "stats", None) or {}
-        return {str(k): float(v) for k, v in stats.items()}
+    @staticmethod
+    def _stats(stats: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        """The 0-dim tensors the loss measured (e.g. RetinaNet's global foreground count)
+        as Python floats, read from the device in one transfer."""
+        if not stats:
+            return {}
+        values = torch.stack([v.detach().double().reshape(()) for v in stats.values()])
+        return {str(k): float(v) for k, v in zip(stats, values.tolist(), strict=True)}
 
     def _grad_norm(self) -> float:
         params = [p for p in self.model.parameters() if p.grad is not None]

@@ -45,11 +45,12 @@ class AnchorGenerator(nn.Module):
         torchvision_compat: bool = False,
     ) -> None:
         super().__init__()
+        check_positive_list("sizes", sizes)
         if len(sizes) != len(strides):
-            raise ValueError(f"sizes {tuple(sizes)} and strides {tuple(strides)} differ in length")
+            raise ValueError(f"sizes={list(sizes)}: expected one size per level (strides "
+                             f"{tuple(strides)})")
         check_int("num_scales", num_scales)
         check_positive_list("aspect_ratios", aspect_ratios)
-        check_positive_list("sizes", sizes)
         self.strides = [int(s) for s in strides]
         self.offset = float(offset)
         self.num_anchors = num_scales * len(aspect_ratios)

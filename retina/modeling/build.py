@@ -1,8 +1,21 @@
-"""``build_retinanet``: the flat keyword builder that ``configs/model/*.yaml`` target."""
+"""``build_retinanet``: the flat keyword builder that ``configs/model/*.yaml`` target.
+
+Each flat key is an argument of exactly one part (backbone, FPN, anchor generator, head,
+matcher, box coder, the ``RetinaNet`` meta-architecture) and that part's constructor owns
+its default. This module only wires the parts together (channels, anchors per location,
+classes) and routes each key to its part; :data:`PARTS` names the few keys that differ from
+the argument they set (``anchor_sizes`` is the anchor generator's ``sizes``).
+:func:`model_defaults` reads every default back from the constructors, so the YAML files
+need to state only their choices.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import inspect
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from torch import Tensor
 
@@ -13,103 +26,128 @@ from retina.modeling.fpn import FPN
 from retina.modeling.head import RetinaNetHead
 from retina.modeling.losses import FocalLoss
 from retina.modeling.matcher import Matcher
-from retina.modeling.retinanet import IMAGENET_MEAN, IMAGENET_STD, RetinaNet
-from retina.utils.checks import check_int, check_positive_list
+from retina.modeling.retinanet import RetinaNet
+from retina.utils.checks import check_int
 
-__all__ = ["build_retinanet"]
+__all__ = ["CONFIG_KEYS", "PARTS", "build_retinanet", "model_defaults"]
+
+
+@dataclass(frozen=True)
+class Part:
+    """One built part: its constructor, its arguments whose config key has another name
+    (``{argument: key}``) and the arguments :func:`build_retinanet` passes itself."""
+
+    make: Callable[..., Any]
+    renamed: Mapping[str, str] = field(default_factory=dict)
+    wired: tuple[str, ...] = ()
+
+
+PARTS: dict[str, Part] = {
+    "backbone": Part(ResNetBackbone),
+    "fpn": Part(FPN, {"out_channels": "fpn_channels"}, ("in_channels",)),
+    "anchor_generator": Part(
+        AnchorGenerator,
+        {"sizes": "anchor_sizes", "offset": "anchor_offset",
+         "torchvision_compat": "torchvision_anchors"},
+        ("strides",),  # P3-P7, the FPN's levels
+    ),
+    "head": Part(RetinaNetHead, {"norm": "head_norm"},
+                 ("in_channels", "num_anchors", "num_classes")),
+    "matcher": Part(Matcher),
+    "box_coder": Part(BoxCoder, {"weights": "box_coder_weights"}),
+    "model": Part(RetinaNet, wired=("backbone", "fpn", "head", "anchor_generator", "matcher",
+                                    "box_coder", "num_classes", "cls_loss")),
+}  # fmt: skip
+"""The parts of a RetinaNet, in build order (``model`` is the meta-architecture)."""
+
+_ARGUMENT = re.compile(r"^(\w+)=")
+
+
+def _config_keys() -> dict[str, tuple[str, inspect.Parameter]]:
+    """``{flat key: (part, constructor parameter)}`` for every argument not wired."""
+    keys: dict[str, tuple[str, inspect.Parameter]] = {}
+    for part, spec in PARTS.items():
+        for name, param in inspect.signature(spec.make).parameters.items():
+            if name in spec.wired or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                continue
+            key = spec.renamed.get(name, name)
+            if key in keys:
+                raise TypeError(f"config key {key!r} is taken by {keys[key][0]} and {part}; "
+                                f"rename one in PARTS")  # fmt: skip
+            keys[key] = (part, param)
+    return keys
+
+
+CONFIG_KEYS = _config_keys()
+
+
+def model_defaults() -> dict[str, Any]:
+    """Every config key of :func:`build_retinanet` with the default of the constructor that
+    owns it (tuples as lists, ready for a config node)."""
+    out = {}
+    for key, (_, param) in CONFIG_KEYS.items():
+        value = param.default
+        out[key] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def _build(part: str, options: Mapping[str, Any], **wired: Any) -> Any:
+    """``PARTS[part]`` built from its keys in ``options``; a ``ValueError`` naming a renamed
+    argument (``sizes=...``) is raised again under its config key (``anchor_sizes=...``)."""
+    spec = PARTS[part]
+    args = {param.name: options[key] for key, (owner, param) in CONFIG_KEYS.items()
+            if owner == part and key in options}  # fmt: skip
+    try:
+        return spec.make(**wired, **args)
+    except ValueError as err:
+        match = _ARGUMENT.match(str(err))
+        if match is None or match.group(1) not in spec.renamed:
+            raise
+        raise ValueError(spec.renamed[match.group(1)] + str(err)[match.end(1):]) from None
 
 
 def build_retinanet(
-    *,
-    num_classes: int,
-    cls_loss: Callable[..., Tensor] | None = None,
-    depth: int = 50,
-    weights: str | None = None,
-    norm: str = "frozen_bn",
-    norm_eps: float = 1e-5,
-    freeze_at: int = 2,
-    fpn_channels: int = 256,
-    p6_from: str = "c5",
-    num_convs: int = 4,
-    head_norm: str | None = None,
-    prior_prob: float | None = 0.01,
-    anchor_sizes: Sequence[float] = (32, 64, 128, 256, 512),
-    num_scales: int = 3,
-    aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
-    anchor_offset: float = 0.0,
-    torchvision_anchors: bool = False,
-    fg_iou_thresh: float = 0.5,
-    bg_iou_thresh: float = 0.4,
-    allow_low_quality_matches: bool = True,
-    box_coder_weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
-    box_loss: str = "smooth_l1",
-    smooth_l1_beta: float = 0.1,
-    loss_normalizer: str = "batch",
-    score_thresh: float = 0.05,
-    topk_candidates: int = 1000,
-    nms_thresh: float = 0.5,
-    detections_per_img: int = 100,
-    pixel_mean: Sequence[float] = IMAGENET_MEAN,
-    pixel_std: Sequence[float] = IMAGENET_STD,
-    size_divisibility: int = 128,
+    *, num_classes: int, cls_loss: Callable[..., Tensor] | None = None, **options: Any
 ) -> RetinaNet:
-    """Build a RetinaNet from flat keyword arguments (one YAML key each).
+    """Build a RetinaNet from flat keyword arguments (one config key each).
 
-    Defaults follow the paper where it is explicit, else detectron2:
-    ResNet-50, frozen BN, stem + res2 frozen (``freeze_at=2``), FPN 256 with P6 from C5,
-    4 x 256 head convs without norm, prior pi = 0.01 (``None`` -> bias 0), float anchor sizes
-    ``32..512 x 2^(i/3)`` with offset 0, IoU 0.5 / 0.4 with low-quality matches, unit box
-    coder weights, smooth-L1 beta 0.1 (detectron2; torchvision v1 uses L1, v2 GIoU),
-    focal loss gamma 2 / alpha 0.25 normalised by the batch's foreground count, inference
-    0.05 / 1000 / 0.5 / 100 detections (torchvision keeps 300; COCO AP counts 100).
-    ``cls_loss=None`` means ``FocalLoss(gamma=2.0, alpha=0.25)``.
+    ``options`` are the keys of :data:`CONFIG_KEYS` (see this function's signature or
+    :func:`model_defaults`); each part's constructor owns the default of a key left out.
+    ``cls_loss=None`` means ``FocalLoss()`` (gamma 2, alpha 0.25). The defaults are the
+    paper's where it is explicit, else detectron2's: ResNet-50 with frozen BN and frozen
+    stem + res2, FPN 256 with P6 from C5, 4 x 256 head convs, prior 0.01, anchors 32-512 with
+    3 scales x 3 ratios, IoU 0.5 / 0.4 with low-quality matches, smooth-L1 beta 0.1, the
+    batch's foreground count as normaliser, inference 0.05 / 1000 / 0.5 / 100 detections.
 
-    ``depth=10`` with ``norm="bn"`` or ``"gn"`` and small ``fpn_channels``/``num_convs`` is
-    the fast from-scratch CPU option. ``norm_eps`` is the backbone norm's epsilon
-    (torchvision's COCO_V1 RetinaNet weights need 0.0). ``head_norm``: ``None`` or ``"gn"``.
+    Raises:
+        TypeError: a key that no part takes. ValueError: ``key=value: reason`` from the
+            constructor that owns ``key``.
     """
+    unknown = sorted(set(options) - set(CONFIG_KEYS))
+    if unknown:
+        raise TypeError(f"build_retinanet() got an unexpected keyword argument {unknown[0]!r}")
     check_int("num_classes", num_classes)
-    check_int("fpn_channels", fpn_channels)
-    if len(check_positive_list("anchor_sizes", anchor_sizes)) != 5:
-        raise ValueError(f"anchor_sizes={list(anchor_sizes)}: expected 5 levels (P3-P7)")
-    strides = tuple(8 * 2**i for i in range(len(anchor_sizes)))
-    backbone = ResNetBackbone(
-        depth=depth, weights=weights, norm=norm, norm_eps=norm_eps, freeze_at=freeze_at
-    )
-    fpn = FPN(backbone.out_channels, fpn_channels, p6_from=p6_from)
-    anchor_generator = AnchorGenerator(
-        sizes=anchor_sizes,
-        strides=strides,
-        num_scales=num_scales,
-        aspect_ratios=aspect_ratios,
-        offset=anchor_offset,
-        torchvision_compat=torchvision_anchors,
-    )
-    head = RetinaNetHead(
-        in_channels=fpn_channels,
-        num_anchors=anchor_generator.num_anchors,
-        num_classes=num_classes,
-        num_convs=num_convs,
-        norm=head_norm,
-        prior_prob=prior_prob,
-    )
-    return RetinaNet(
-        backbone=backbone,
-        fpn=fpn,
-        head=head,
-        anchor_generator=anchor_generator,
-        matcher=Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches),
-        box_coder=BoxCoder(box_coder_weights),
-        num_classes=num_classes,
-        cls_loss=cls_loss if cls_loss is not None else FocalLoss(gamma=2.0, alpha=0.25),
-        box_loss=box_loss,
-        smooth_l1_beta=smooth_l1_beta,
-        loss_normalizer=loss_normalizer,
-        score_thresh=score_thresh,
-        topk_candidates=topk_candidates,
-        nms_thresh=nms_thresh,
-        detections_per_img=detections_per_img,
-        pixel_mean=pixel_mean,
-        pixel_std=pixel_std,
-        size_divisibility=size_divisibility,
-    )
+    backbone = _build("backbone", options)
+    fpn = _build("fpn", options, in_channels=backbone.out_channels)
+    anchor_generator = _build("anchor_generator", options)
+    head = _build("head", options, in_channels=fpn.out_channels,
+                  num_anchors=anchor_generator.num_anchors, num_classes=num_classes)  # fmt: skip
+    return _build(
+        "model", options, backbone=backbone, fpn=fpn, head=head,
+        anchor_generator=anchor_generator, matcher=_build("matcher", options),
+        box_coder=_build("box_coder", options), num_classes=num_classes,
+        cls_loss=cls_loss if cls_loss is not None else FocalLoss(),
+    )  # fmt: skip
+
+
+build_retinanet.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [
+        inspect.Parameter("num_classes", inspect.Parameter.KEYWORD_ONLY, annotation="int"),
+        inspect.Parameter("cls_loss", inspect.Parameter.KEYWORD_ONLY, default=None,
+                          annotation="Callable[..., Tensor] | None"),  # fmt: skip
+        *(inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=p.default,
+                            annotation=p.annotation)
+          for key, (_, p) in CONFIG_KEYS.items()),
+    ],  # fmt: skip
+    return_annotation="RetinaNet",
+)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from retina.utils.checks import check_int
+
 __all__ = ["FPN"]
 
 
@@ -23,6 +25,7 @@ class FPN(nn.Module):
 
     def __init__(self, in_channels: list[int], out_channels: int = 256, p6_from: str = "c5"):
         super().__init__()
+        check_int("out_channels", out_channels)
         if p6_from not in ("c5", "p5"):
             raise ValueError(f"p6_from={p6_from!r}: expected 'c5' or 'p5'")
         self.p6_from = p6_from

@@ -11,9 +11,10 @@ the *summed* loss (a scalar), or with ``per_image=True`` the per-image sums ``(n
 ``(A, 4)`` is only used by :class:`OHEMLoss` (NMS over anchor boxes); the meta-architecture
 always passes it. Normalising by the number of foreground anchors is the caller's job.
 
-Every loss takes ``backend`` (``loss.backend`` in the configs): how its focal kernels run,
-``"auto"`` | ``"native"`` | ``"eager"`` | ``"compile"`` (see :mod:`retina.ops.focal_backend`);
-``$RETINA_FOCAL_BACKEND`` overrides it. The chosen name is kept as ``.backend``.
+:class:`FocalLoss` and :class:`OHEMLoss` take ``backend`` (``loss.backend`` in the configs):
+which kernels run their sigmoid focal loss, ``"auto"`` | ``"triton"`` | ``"eager"`` (see
+:mod:`retina.ops.focal_backend`), kept as ``.backend`` and passed to every call (forward and
+backward); nothing else decides it. :class:`FocalLossStar` always runs the eager kernels.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from torch import Tensor
 from retina.modeling.box_coder import BoxCoder
 from retina.ops.boxes import generalized_iou_loss, offset_batched_nms
 from retina.ops.focal import focal_loss_star, sigmoid_focal_loss_from_labels
-from retina.ops.focal_backend import requested_backend, use_backend
+from retina.ops.focal_backend import check_backend
 from retina.utils.checks import check_int, check_number
 
 __all__ = ["FocalLoss", "FocalLossStar", "OHEMLoss", "box_regression_loss", "BOX_LOSSES"]
@@ -53,7 +54,7 @@ class FocalLoss:
     ) -> None:
         self.gamma = check_number("gamma", gamma, 0.0)
         self.alpha = check_number("alpha", alpha, 0.0, 1.0, optional=True)
-        self.backend = requested_backend(backend)
+        self.backend = check_backend(backend)
 
     def __call__(
         self,
@@ -64,24 +65,15 @@ class FocalLoss:
         anchors: Tensor | None = None,
         per_image: bool = False,
     ) -> Tensor:
-        with use_backend(self.backend):
-            return self._loss(logits, labels, num_images, per_image)
-
-    def _loss(self, logits: Tensor, labels: Tensor, num_images: int, per_image: bool) -> Tensor:
-        # fused_backward: the loss is always differentiated right after, so its gradient
-        # is computed in the same pass over the logits (native CPU kernels).
         if not per_image:
             return sigmoid_focal_loss_from_labels(
-                logits, labels, alpha=self.alpha, gamma=self.gamma, reduction="sum",
-                fused_backward=True,
-            )  # fmt: skip
+                logits, labels, self.alpha, self.gamma, "sum", backend=self.backend
+            )
         # One fused "sum" per image (views, no copies): materialising the (N, K) "none"
         # loss and its gradient costs more than the extra kernel calls.
         return torch.stack(
             [
-                sigmoid_focal_loss_from_labels(
-                    x, y, alpha=self.alpha, gamma=self.gamma, fused_backward=True
-                )
+                sigmoid_focal_loss_from_labels(x, y, self.alpha, self.gamma, backend=self.backend)
                 for x, y in zip(
                     logits.chunk(num_images), labels.chunk(num_images), strict=True
                 )
@@ -98,10 +90,9 @@ class FocalLossStar:
     The paper's reported setting is ``gamma=4, beta=0`` (about as good as FL).
     """
 
-    def __init__(self, gamma: float = 4.0, beta: float = 0.0, backend: str = "auto") -> None:
+    def __init__(self, gamma: float = 4.0, beta: float = 0.0) -> None:
         self.gamma = check_number("gamma", gamma, 0.0, low_open=True)  # FL* divides by it
         self.beta = check_number("beta", beta)
-        self.backend = requested_backend(backend)
 
     def __call__(
         self,
@@ -114,11 +105,9 @@ class FocalLossStar:
     ) -> Tensor:
         valid = labels >= -1
         targets = F.one_hot(labels.clamp(min=-1) + 1, logits.shape[1] + 1)[:, 1:]
-        with use_backend(self.backend):
-            loss = focal_loss_star(
-                logits, targets.to(logits.dtype), gamma=self.gamma, beta=self.beta,
-                reduction="none",
-            )  # fmt: skip
+        loss = focal_loss_star(
+            logits, targets.to(logits.dtype), gamma=self.gamma, beta=self.beta, reduction="none"
+        )
         loss = loss * valid[:, None].to(loss.dtype)
         return _sum(loss, num_images, per_image)
 
@@ -159,7 +148,7 @@ class OHEMLoss:
         self.pre_nms_per_image = check_int(
             "pre_nms_per_image", pre_nms_per_image or 8 * self.batch_size_per_image
         )
-        self.backend = requested_backend(backend)
+        self.backend = check_backend(backend)
 
     @torch.no_grad()
     def select(self, loss: Tensor, labels: Tensor, anchors: Tensor) -> Tensor:
@@ -199,10 +188,9 @@ class OHEMLoss:
     ) -> Tensor:
         if anchors is None:
             raise ValueError("OHEMLoss needs anchors=(A, 4) to run NMS over anchor boxes")
-        with use_backend(self.backend):
-            ce = sigmoid_focal_loss_from_labels(
-                logits, labels, alpha=self.alpha, gamma=0.0, reduction="none"
-            ).sum(dim=1)
+        ce = sigmoid_focal_loss_from_labels(
+            logits, labels, alpha=self.alpha, gamma=0.0, reduction="none", backend=self.backend
+        ).sum(dim=1)
         ce = ce.view(num_images, -1)
         mask = self.select(ce.detach(), labels.view(num_images, -1), anchors)
         return _sum(ce * mask.to(ce.dtype), num_images, per_image)
@@ -210,7 +198,8 @@ class OHEMLoss:
     def __repr__(self) -> str:
         return (
             f"OHEMLoss(batch_size_per_image={self.batch_size_per_image}, "
-            f"positive_fraction={self.positive_fraction}, nms_thresh={self.nms_thresh})"
+            f"positive_fraction={self.positive_fraction}, nms_thresh={self.nms_thresh}, "
+            f"backend={self.backend!r})"
         )
 
 

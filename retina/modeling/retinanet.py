@@ -3,27 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pad_sequence
 
 from retina.modeling.anchors import AnchorGenerator
+from retina.modeling.assign import Assignment, assign_anchors
 from retina.modeling.box_coder import BoxCoder
 from retina.modeling.losses import BOX_LOSSES, box_regression_loss
 from retina.modeling.matcher import Matcher
-from retina.ops.boxes import batched_pairwise_iou, clip_boxes, offset_batched_nms
+from retina.ops.boxes import clip_boxes, offset_batched_nms
 from retina.utils.checks import check_int, check_number
 from retina.utils.distributed import all_reduce_sum, world_size
 
-__all__ = ["RetinaNet", "NORMALIZERS", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["RetinaNet", "LossOutput", "NORMALIZERS", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 NORMALIZERS = ("batch", "image", "ema")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 Images = Tensor | Sequence[Tensor]
+
+
+class LossOutput(NamedTuple):
+    """What a training forward returns: the ``losses`` to sum and backpropagate, and the
+    ``stats`` the loss measured (detached scalars for the log, never part of the loss)."""
+
+    losses: dict[str, Tensor]
+    stats: dict[str, Tensor]
 
 
 class RetinaNet(nn.Module):
@@ -86,6 +95,7 @@ class RetinaNet(nn.Module):
         check_int("topk_candidates", topk_candidates)
         check_int("detections_per_img", detections_per_img)
         check_number("normalizer_momentum", normalizer_momentum, 0.0, 1.0)
+        check_number("smooth_l1_beta", smooth_l1_beta, 0.0)
         self.backbone = backbone
         self.fpn = fpn
         self.head = head
@@ -108,9 +118,6 @@ class RetinaNet(nn.Module):
         self.register_buffer("pixel_mean", mean, persistent=True)
         self.register_buffer("pixel_std", std, persistent=True)
         self.register_buffer("normalizer_ema", torch.tensor(100.0), persistent=True)
-        self.last_num_pos = 0  # this process's foreground anchors in the last loss
-        # Scalars of the last training forward for logging, global over processes.
-        self.stats: dict[str, float] = {}
 
     # ------------------------------------------------------------------ preprocessing
     def preprocess(self, images: Images) -> tuple[Tensor, Tensor]:
@@ -158,9 +165,10 @@ class RetinaNet(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(
         self, images: Images, targets: list[dict[str, Tensor]] | None = None
-    ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
-        """Train mode: ``model(images, targets) -> {"loss_cls", "loss_box_reg"}``.
-        Eval mode: ``model(images) -> [{"boxes" (D,4), "scores" (D,), "labels" (D,)}]``."""
+    ) -> LossOutput | list[dict[str, Tensor]]:
+        """Train mode: ``model(images, targets) -> LossOutput(losses, stats)`` (see
+        :meth:`losses`). Eval mode: ``model(images) -> [{"boxes" (D,4), "scores" (D,),
+        "labels" (D,)}]``."""
         if self.training and targets is None:
             raise ValueError("RetinaNet in train mode needs targets; call model.eval() to detect")
         x, sizes = self.preprocess(images)
@@ -168,122 +176,104 @@ class RetinaNet(nn.Module):
         logits, deltas = self.head(feats)
         grids = [tuple(f.shape[-2:]) for f in feats]
         anchors = self.anchor_generator(grids, x.device)
-        if self.training:
-            return self.losses(logits, deltas, anchors, targets)
         counts = self.anchor_generator.num_anchors_per_level(grids)
+        if self.training:
+            return self.losses(logits, deltas, anchors, targets, counts)
         return self.inference(logits, deltas, anchors, counts, sizes)
 
     # ------------------------------------------------------------------ loss
-    def _pad_targets(
-        self, targets: list[dict[str, Tensor]], device: torch.device
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-        """Padded ``boxes (B, M, 4)``, ``labels (B, M)``, ``valid (B, M)``, ``crowd (B, M)|None``;
-        crowd boxes are appended after each image's ordinary boxes."""
-        boxes, labels, crowd = [], [], []
-        num_crowd = 0
-        for i, t in enumerate(targets):
-            b = t["boxes"].to(device=device, dtype=torch.float32).reshape(-1, 4)
-            lab = t["labels"].to(device=device, dtype=torch.int64).reshape(-1)
-            if lab.numel() != b.shape[0]:
-                raise ValueError(f"targets[{i}]: {b.shape[0]} boxes but {lab.numel()} labels")
-            c = t.get("crowd_boxes")
-            c = b.new_zeros((0, 4)) if c is None else c.to(device, torch.float32).reshape(-1, 4)
-            num_crowd += c.shape[0]
-            boxes.append(torch.cat([b, c]))
-            labels.append(torch.cat([lab, lab.new_full((c.shape[0],), -1)]))
-            crowd.append(torch.cat([torch.zeros_like(lab, dtype=torch.bool),
-                                    torch.ones(c.shape[0], dtype=torch.bool, device=device)]))
-        allb = torch.cat(boxes)
-        alll = torch.cat(labels)
-        bad = (allb[:, 2:] <= allb[:, :2]).any(dim=1) | ~torch.isfinite(allb).all(dim=1)
-        bad |= (alll >= self.num_classes) | (alll < -1)
-        if allb.numel() and bool(bad.any()):
-            k = int(bad.nonzero()[0, 0])
-            i = int((torch.tensor([len(b) for b in boxes]).cumsum(0) <= k).sum())
-            raise ValueError(
-                f"targets[{i}]: invalid box {allb[k].tolist()} with label {int(alll[k])} "
-                f"(need x2 > x1, y2 > y1, finite, label in 0..{self.num_classes - 1})"
-            )
-        if allb.shape[0] == 0:  # no boxes at all: one invalid column keeps shapes non-empty
-            boxes = [b.new_zeros((1, 4)) for b in boxes]
-            labels = [lab.new_full((1,), -1) for lab in labels]
-            crowd = [torch.zeros(1, dtype=torch.bool, device=device) for _ in crowd]
-            valid = [torch.zeros_like(c) for c in crowd]
-        else:
-            valid = [torch.ones_like(c) for c in crowd]
-        return (
-            pad_sequence(boxes, batch_first=True),
-            pad_sequence(labels, batch_first=True, padding_value=-1),
-            pad_sequence(valid, batch_first=True),
-            pad_sequence(crowd, batch_first=True) if num_crowd else None,
-        )
+    @torch.no_grad()
+    def assign(self, images: Images, targets: list[dict[str, Tensor]]) -> Assignment:
+        """The training assignment of every anchor of ``images`` (no forward pass).
+
+        The anchors are those of the padded batch (:meth:`preprocess`), with feature-map
+        sizes ``ceil(H_pad / stride)`` as the backbone and FPN produce them, matched by
+        :func:`~retina.modeling.assign.assign_anchors` exactly as :meth:`losses` matches.
+
+        Returns:
+            :class:`~retina.modeling.assign.Assignment` with ``labels``/``matches`` ``(B, R)``
+            and ``matched_boxes`` ``(B, R, 4)``.
+        """
+        x, _ = self.preprocess(images)
+        h, w = x.shape[-2:]
+        grids = [(-(-h // s), -(-w // s)) for s in self.anchor_generator.strides]
+        anchors = self.anchor_generator(grids, x.device)
+        return assign_anchors(anchors, targets, self.matcher, self.num_classes)
 
     def losses(
-        self, logits: Tensor, deltas: Tensor, anchors: Tensor, targets: list[dict[str, Tensor]]
-    ) -> dict[str, Tensor]:
-        """Batched assignment and loss.
+        self,
+        logits: Tensor,
+        deltas: Tensor,
+        anchors: Tensor,
+        targets: list[dict[str, Tensor]],
+        anchors_per_level: Sequence[int],
+    ) -> LossOutput:
+        """Batched assignment and loss, and what the loss measured on the way.
 
         Args:
-            logits ``(B, R, K)``, deltas ``(B, R, 4)``, anchors ``(R, 4)``; targets per image.
+            logits ``(B, R, K)``, deltas ``(B, R, 4)``, anchors ``(R, 4)``; targets per image;
+            anchors_per_level: R split by level (P3 first).
+
+        Returns:
+            :class:`LossOutput`: ``losses`` ``{"loss_cls", "loss_box_reg"}`` and ``stats``
+            (0-dim float64 tensors, summed over processes): ``num_pos`` (foreground anchors
+            of the batch), ``normalizer`` (the divisor: ``max(num_pos, 1)``, the EMA, or
+            the mean per-image ``max(n_i, 1)``) and ``num_pos_p3`` .. ``num_pos_p7``.
         """
         b, r, k = logits.shape
         if len(targets) != b:
             raise ValueError(f"got {b} images but {len(targets)} targets")
-        gt, gt_labels, valid, crowd = self._pad_targets(targets, logits.device)
-        with torch.no_grad():
-            iou = batched_pairwise_iou(gt, anchors)  # (B, M, R)
-            matched = self.matcher(iou, valid, crowd)  # (B, R)
-            del iou
-            fg = matched >= 0
-            idx = matched.clamp(min=0)
-            cls_labels = torch.where(fg, gt_labels.gather(1, idx), matched)
-            fg_img, fg_anchor = fg.nonzero(as_tuple=True)
-            pos_per_image = fg.sum(dim=1)
-        num_pos = int(fg_img.numel())
-        self.last_num_pos = num_pos
+        a = assign_anchors(anchors, targets, self.matcher, self.num_classes)
+        fg = a.foreground
+        fg_img, fg_anchor = fg.nonzero(as_tuple=True)
+        pos_per_image = fg.sum(dim=1)
+        per_level = torch.stack([n.sum() for n in fg.sum(dim=0).split(list(anchors_per_level))])
+        # one sum over processes: per-level counts, the per-image divisors and the image count
+        measured = all_reduce_sum(torch.cat([
+            per_level, pos_per_image.clamp(min=1).sum()[None], pos_per_image.new_tensor([b]),
+        ]).double())  # fmt: skip
+        total = measured[:-2].sum()
         per_image = self.loss_normalizer == "image"
         loss_cls = self.cls_loss(
-            logits.reshape(b * r, k), cls_labels.reshape(-1), b, anchors=anchors,
+            logits.reshape(b * r, k), a.labels.reshape(-1), b, anchors=anchors,
             per_image=per_image,
         )
         box = box_regression_loss(
             self.box_loss,
             deltas[fg_img, fg_anchor],
             anchors[fg_anchor],
-            gt[fg_img, idx[fg_img, fg_anchor]],
+            a.matched_boxes[fg_img, fg_anchor],
             self.box_coder,
             self.smooth_l1_beta,
         )
         if per_image:  # per-image means: DDP's average over equal per-rank batches is exact
-            self.stats = {"num_pos": float(all_reduce_sum(pos_per_image.sum().double()))}
             norm = pos_per_image.clamp(min=1).to(box.dtype)
             box_img = box.new_zeros(b).index_add_(0, fg_img, box)
-            return {
-                "loss_cls": (loss_cls / norm).mean(),
-                "loss_box_reg": (box_img / norm).mean(),
-            }
-        total, denom = self._normalizer(num_pos, logits.device)
-        self.stats = {"num_pos": total}
-        return {"loss_cls": loss_cls / denom, "loss_box_reg": box.sum() / denom}
+            losses = {"loss_cls": (loss_cls / norm).mean(), "loss_box_reg": (box_img / norm).mean()}
+            normalizer = measured[-2] / measured[-1]
+        else:
+            normalizer, denom = self._normalizer(total)
+            losses = {"loss_cls": loss_cls / denom, "loss_box_reg": box.sum() / denom}
+        levels = {f"num_pos_p{s.bit_length() - 1}": n
+                  for s, n in zip(self.anchor_generator.strides, measured[:-2], strict=True)}
+        return LossOutput(losses, {"num_pos": total, "normalizer": normalizer.double(), **levels})
 
-    def _normalizer(self, num_pos: int, device: torch.device) -> tuple[float, Tensor]:
-        """(global foreground count, this process's divisor) for the batch/EMA normalisers.
+    def _normalizer(self, total: Tensor) -> tuple[Tensor, Tensor]:
+        """(global normaliser, this process's float32 divisor) for the batch/EMA normalisers.
 
-        The count is summed over processes; each divides by ``max(total, 1) / world``, so
-        DDP's gradient *average* equals the gradient of the summed loss over
-        ``max(total, 1)`` (the EMA tracks the global count the same way).
+        ``total`` is the foreground count summed over processes; each divides by
+        ``max(total, 1) / world``, so DDP's gradient *average* equals the gradient of the
+        summed loss over ``max(total, 1)`` (the EMA tracks the global count the same way).
         """
         world = world_size()
-        total = num_pos
-        if world > 1:
-            count = torch.tensor([float(num_pos)], dtype=torch.float64, device=device)
-            total = int(all_reduce_sum(count)[0].item())
         if self.loss_normalizer == "ema":
             if self.training:
                 m = self.normalizer_momentum
-                self.normalizer_ema.mul_(m).add_((1 - m) * max(total, 1))
-            return float(total), self.normalizer_ema.clone() / world
-        return float(total), torch.tensor(max(total, 1) / world, device=device)
+                self.normalizer_ema.mul_(m).add_((1 - m) * total.clamp(min=1))
+            ema = self.normalizer_ema.clone()
+            return ema, ema / world
+        norm = total.clamp(min=1)
+        return norm, (norm / world).float()
 
     # ------------------------------------------------------------------ inference
     def _level_topk(self, logits: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -1,11 +1,9 @@
 """Elementwise math of the fused focal-loss kernels (forward values and analytic gradients).
 
 Pure tensor functions with no autograd: :mod:`retina.ops.focal` calls them from its
-``torch.autograd.Function`` s, either eagerly (on bounded row chunks, see
-:mod:`retina.ops.focal_backend`) or through ``torch.compile``, which fuses each one into a
-single pass over memory. All math runs in ``float32`` (``float64`` for ``float64``
-inputs); the casts are inside the kernels so that a compiled kernel reads half-precision
-inputs directly.
+``torch.autograd.Function`` s on bounded row chunks (see :mod:`retina.ops.focal_backend`).
+All math runs in ``float32`` (``float64`` for ``float64`` inputs); the casts are inside the
+kernels, per chunk.
 
 The kernels are written for the eager path: few fused ATen ops (``sigmoid``,
 ``softplus``, ``lerp``) and in-place updates of the few buffers they allocate, so each
@@ -218,8 +216,8 @@ def _signed_logits(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(z, positive mask, per-row negative weight) for logits (n, K) and labels (n, 1).
 
-    The one-hot target is the broadcast comparison ``labels == arange(K)``: fused away by
-    ``torch.compile``, a (n, K) bool mask of one chunk in eager mode. z = -x at the label
+    The one-hot target is the broadcast comparison ``labels == arange(K)``, a (n, K) bool
+    mask of one chunk. z = -x at the label
     column, x elsewhere; the negative weight is 1 - alpha (1 without alpha), 0 on ignored rows.
     """
     x = x.to(dt)

@@ -3,8 +3,7 @@
 These are the definitions from Lin et al., "Focal Loss for Dense Object Detection"
 (ICCV 2017), written term by term. They are the reference the fused kernels in
 :mod:`retina.ops.focal` are tested against; they are not meant to be fast.
-Every log-probability is taken from logits (``logsigmoid`` / ``log_softmax``), never
-as ``log(sigmoid(x))``.
+Every log-probability is taken from logits (``logsigmoid``), never as ``log(sigmoid(x))``.
 """
 
 from __future__ import annotations
@@ -65,29 +64,6 @@ def sigmoid_focal_loss_from_labels_reference(
         return loss.sum()
     if reduction == "mean":
         return loss.sum() / (valid.sum() * logits.shape[1]).clamp_min(1)
-    return loss
-
-
-def softmax_focal_loss_reference(
-    logits: Tensor,
-    labels: Tensor,
-    alpha: Tensor | None = None,
-    gamma: float = 2.0,
-    reduction: str = "sum",
-) -> Tensor:
-    """FL = -sum_c alpha_c (1 - p_c)^gamma y_c log(p_c); logits (N, C), labels (N,), < 0 ignored."""
-    valid = labels >= 0
-    log_p = torch.log_softmax(logits, dim=1)
-    onehot = torch.zeros_like(logits)
-    onehot[valid, labels[valid]] = 1.0
-    weight = (1 - log_p.exp()) ** gamma * onehot
-    if alpha is not None:
-        weight = weight * alpha.to(logits.dtype)[None, :]
-    loss = -(weight * log_p).sum(dim=1)
-    if reduction == "sum":
-        return loss.sum()
-    if reduction == "mean":
-        return loss.sum() / valid.sum().clamp_min(1)
     return loss
 
 

@@ -1,13 +1,11 @@
 """Fused CUDA focal-loss kernels in Triton: one pass over memory per forward or backward.
 
-The GPU counterpart of :mod:`retina.ops.focal_native`, with the same functions and the
-same formulas (paper, Appendix B; notation of ``csrc/focal_cpu.c``): the forward reads the
-logits and the targets (or the per-row labels) and writes only per-block float64 partial
-sums (or the elementwise loss); the backward reads the same inputs and writes the gradient;
-``labels_forward_backward`` does both in one read of the logits. Logits may be float32,
-float16 or bfloat16: every value is computed in float32 and the gradient is written in the
-logits' dtype. Partial sums are reduced by the caller in float64 in a fixed order, so
-results are deterministic (no atomics).
+The formulas of :mod:`retina.ops.focal_kernels` (paper, Appendix B), one pass each: the
+forward reads the logits and the targets (or the per-row labels) and writes only per-block
+float64 partial sums (or the elementwise loss); the backward reads the same inputs and
+writes the gradient. Logits may be float32, float16 or bfloat16: every value is computed in
+float32 and the gradient is written in the logits' dtype. Partial sums are reduced by the
+caller in float64 in a fixed order, so results are deterministic (no atomics).
 
 The labels kernels walk the (N, K) logits as one flat array and find each element's row by
 dividing by K, a compile-time constant (one kernel per number of classes), so any K is
@@ -288,13 +286,3 @@ def labels_backward(
     return _launch(
         _labels_kernel, x, labels, alpha, gamma, want_grad=True, grad=grad, K=x.shape[1]
     )[2]
-
-
-def labels_forward_backward(
-    x: Tensor, labels: Tensor, alpha: float | None, gamma: float
-) -> tuple[Tensor, Tensor]:
-    """(float64 0-d sum of the loss, dFL/dx (N, K) in x's dtype) in one pass over x (N, K)."""
-    _, total, gx = _launch(
-        _labels_kernel, x, labels, alpha, gamma, want_sum=True, want_grad=True, K=x.shape[1]
-    )
-    return total, gx

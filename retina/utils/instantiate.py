@@ -1,78 +1,99 @@
 """Building objects from config nodes: the one safe path for configs read from files.
 
 A checkpoint or a run folder carries the config it was made with. Its ``_target_`` strings
-are data from a file someone else may have written, so before Hydra instantiates anything
-every ``_target_`` in the node (recursively) must resolve to a callable *defined* in a retina
-module. The name alone is not enough: ``retina.engine.checkpoint.os.system`` starts with
-``retina.`` but resolves to ``os.system``.
+are data from a file someone else may have written, and Hydra instantiates nested
+``_target_``s recursively. So before anything is built, every ``_target_`` in such a config
+must sit at a position listed in :data:`ALLOWED_TARGETS` and name one of the builders listed
+there, spelled exactly: the model builder at ``model``, a loss class at ``loss``, the
+transform builder at ``data.train_transforms`` / ``data.val_transforms`` and the optimizer
+at ``optim.optimizer``. A ``_target_`` anywhere else (``model.pixel_mean``, inside a list,
+one level deeper in a builder's arguments) is refused with one line naming the file and the
+dotted key, before Hydra or any import runs.
 """
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from retina.errors import CheckpointError, ConfigError, first_line, one_line
 
+_LOSSES = ("FocalLoss", "FocalLossStar", "OHEMLoss")
+_TRANSFORMS = frozenset({"retina.data.build_transforms", "retina.data.transforms.build_transforms"})
 
-def is_retina_callable(target: object) -> bool:
-    """True when ``target`` names a class or function defined inside the retina package."""
-    if not isinstance(target, str):
-        return False
-    module_name, _, attr = target.rpartition(".")
-    if not (module_name == "retina" or module_name.startswith("retina.")):
-        return False
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        return False
-    obj = getattr(module, attr, None)
-    defined_in = getattr(obj, "__module__", None)
-    return (
-        callable(obj)
-        and isinstance(defined_in, str)
-        and (defined_in == "retina" or defined_in.startswith("retina."))
-    )
+ALLOWED_TARGETS: dict[str, frozenset[str]] = {
+    "model": frozenset({"retina.modeling.build_retinanet",
+                        "retina.modeling.build.build_retinanet"}),
+    "loss": frozenset(f"retina.modeling{sub}.{name}"
+                      for sub in ("", ".losses") for name in _LOSSES),
+    "data.train_transforms": _TRANSFORMS,
+    "data.val_transforms": _TRANSFORMS,
+    # Stored with every training config; only ever built from the user's own config (a
+    # resume compares it), never from a file's.
+    "optim.optimizer": frozenset({"torch.optim.SGD"}),
+}
+"""Config position (dotted key from the config's root) -> the ``_target_``s allowed there
+(each builder under its module's name and under the package name that re-exports it). The
+only place that lists what a config read from a file may build."""
 
 
-def check_targets(node: Any, where: str, key: str = "") -> None:
-    """Raise :class:`CheckpointError` naming ``where`` and the dotted key of the first
-    ``_target_`` in ``node`` that is not a retina callable."""
+def check_targets(node: Any, where: str, position: str = "") -> None:
+    """Refuse any ``_target_`` in ``node`` that :data:`ALLOWED_TARGETS` does not allow.
+
+    Args:
+        node: a plain mapping / list tree (a resolved config or one of its nodes).
+        where: the node's name in messages, e.g. ``"ckpt.pt: config.model"``.
+        position: the node's dotted key from the config's root (``"model"``; ``""`` for the
+            whole config), which decides what its own and its children's ``_target_`` may be.
+
+    Raises:
+        CheckpointError: ``"<where>.<key>: refusing _target_ '<name>' ..."`` for the first
+            refused target (nothing is imported or called).
+    """
+    _walk(node, where, position, "")
+
+
+def _walk(node: Any, where: str, position: str, key: str) -> None:
     if isinstance(node, Mapping):
         target = node.get("_target_")
-        if target is not None and not is_retina_callable(target):
+        if target is not None and (
+            not isinstance(target, str) or target not in ALLOWED_TARGETS.get(position, ())
+        ):
             at = f"{where}.{key}" if key else where
-            raise CheckpointError(
-                f"{at}: refusing _target_ {target!r} (not a callable defined in retina)"
-            )
+            allowed = sorted(ALLOWED_TARGETS.get(position, ()))
+            here = f"allowed here: {', '.join(allowed)}" if allowed else "no _target_ allowed here"
+            raise CheckpointError(f"{at}: refusing _target_ {target!r} ({here})")
         for name, value in node.items():
-            check_targets(value, where, f"{key}.{name}" if key else str(name))
+            child = f"{position}.{name}" if position else str(name)
+            _walk(value, where, child, f"{key}.{name}" if key else str(name))
     elif isinstance(node, (list, tuple)):
         for i, value in enumerate(node):
-            check_targets(value, where, f"{key}[{i}]")
+            _walk(value, where, f"{position}[{i}]", f"{key}[{i}]")
 
 
-def instantiate_untrusted(node: Any, where: str, what: str = "it", **kwargs: Any) -> Any:
+def instantiate_untrusted(node: Any, where: str, position: str, what: str = "it",
+                          **kwargs: Any) -> Any:
     """Instantiate a config node that came from a file (checkpoint, run folder).
 
     Args:
         node: a mapping (or DictConfig) with ``_target_``.
         where: the file and key it came from, e.g. ``"ckpt.pt: config.model"``; every
             message starts with it.
+        position: its dotted key from the config's root (``"model"``, ``"loss"``,
+            ``"data.val_transforms"``): what :data:`ALLOWED_TARGETS` allows there.
         what: what is built, for the message (``"the model"``).
         **kwargs: arguments passed to the target (``num_classes``, built parts).
 
     Raises:
-        CheckpointError: a foreign ``_target_`` (nothing is imported or called beyond the
-            module lookup), or a node the target rejects.
+        CheckpointError: a ``_target_`` that :data:`ALLOWED_TARGETS` does not allow there
+            (nothing is imported or called), or a node the target rejects.
     """
     from omegaconf import DictConfig, OmegaConf
 
     if isinstance(node, DictConfig):
         node = OmegaConf.to_container(node, resolve=True)
-    check_targets(node, where)
+    check_targets(node, where, position)
     from hydra.errors import HydraException
     from hydra.utils import instantiate
 

@@ -9,15 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from retina.analysis.axes import run_axes
+from retina.analysis.heatmap import heatmap_axes
 from retina.analysis.paper import TABLE1, paper_rows
-from retina.analysis.report import (
-    build_table,
-    format_markdown,
-    heatmap_axes,
-    match_paper_row,
-    write_report,
-)
-from retina.analysis.runs import Run, brief, collect_runs, expected_jobs, run_axes
+from retina.analysis.report import write_report
+from retina.analysis.runs import brief, collect_runs, expected_jobs
+from retina.analysis.table import build_table
+from retina.analysis.table_format import format_markdown
 from retina.cli.report import main
 
 EXPERIMENT = "table1b_gamma_alpha"
@@ -35,7 +33,8 @@ def _job(root: Path, index: int, gamma: float, alpha: float) -> Path:
     _write_yaml(job / ".hydra" / "overrides.yaml", overrides)
     choices = {"loss": "focal", "model": "retinanet", "experiment": EXPERIMENT}
     _write_yaml(job / ".hydra" / "hydra.yaml", {"hydra": {"runtime": {"choices": choices}}})
-    config = {"loss": {"_target_": "x.FocalLoss", "gamma": gamma, "alpha": alpha},
+    loss = {"_target_": "retina.modeling.losses.FocalLoss", "gamma": gamma, "alpha": alpha}
+    config = {"loss": loss,
               "model": {"num_scales": 3, "aspect_ratios": [0.5, 1.0, 2.0], "prior_prob": 0.01},
               "paths": {"output_dir": "${hydra:runtime.output_dir}"}}
     _write_yaml(job / ".hydra" / "config.yaml", config)
@@ -59,7 +58,8 @@ def multirun(tmp_path: Path) -> Path:
             config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
             config["paths"]["output_dir"] = str(job)
             metrics = {"AP": aps[index], "AP50": 40.0 + index, "AP75": aps[index] - 1,
-                       "APs": 1.0, "APm": 2.0, "APl": 3.0, "config": config}
+                       "APs": 1.0, "APm": 2.0, "APl": 3.0, "train_seconds": 60.0 + 10 * index,
+                       "config": config}
             (job / "metrics.json").write_text(json.dumps(metrics))
     (root / "4" / "train.log").write_text(
         "[2026-11-26 10:00:00,000][retina][INFO] - iter 1\n"
@@ -84,20 +84,6 @@ def test_paper_table1_matches_reference():
         paper_rows("e")
 
 
-def test_match_paper_row():
-    assert match_paper_row({"alpha": 0.75}, "a").ap == 31.1
-    assert match_paper_row({"gamma": 2, "alpha": 0.25}).ap == 34.0
-    assert match_paper_row({"gamma": 2.0, "alpha": 0.5}) is None
-    assert match_paper_row({"gamma": 2.0, "alpha": 0.25, "prior_prob": None}) is None
-    assert match_paper_row({"gamma": 2.0, "alpha": 0.25, "num_ratios": 1}, "b") is None
-    assert match_paper_row({"num_scales": 2, "num_ratios": 3}, "c").ap == 34.2
-    ohem = {"loss": "ohem", "ohem_batch": 128, "ohem_nms": 0.5, "ohem_pos_fraction": None}
-    assert match_paper_row(ohem, "d").ap == 32.8
-    assert match_paper_row({**ohem, "ohem_pos_fraction": 0.25, "ohem_batch": 256}, "d").ap == 28.3
-    assert match_paper_row({**ohem, "ohem_pos_fraction": 0.5}, "d") is None
-    assert match_paper_row({"loss": "focal", "gamma": 2.0, "alpha": 0.25}, "d").ap == 36.0
-
-
 def test_expected_jobs_follow_the_basic_sweeper(multirun: Path):
     jobs = expected_jobs(multirun)
     assert len(jobs) == 6
@@ -109,7 +95,7 @@ def test_collect_runs_keeps_failed_and_missing_jobs(multirun: Path):
     assert [r.status for r in runs] == ["done"] * 4 + ["failed", "not started"]
     assert runs[4].reason == "non-finite loss at iteration 2"
     assert run_axes(runs[5]) == {"gamma": 5.0, "alpha": 0.75, "loss": "focal"}
-    assert runs[2].metrics["AP"] == 30.5 and runs[2].wall_time is not None
+    assert runs[2].metrics["AP"] == 30.5 and runs[2].train_seconds == 80.0
 
 
 def test_table_layout_bold_and_paper_column(multirun: Path):
@@ -124,6 +110,19 @@ def test_table_layout_bold_and_paper_column(multirun: Path):
     assert "| 0 | 0.25 | 10.0 | 40.0 | 9.0 | -20.5 (CI n/a) | " in text  # one seed: no interval
     assert "failed: non-finite loss at iteration 2" in text
     assert "| 5 | 0.75 | – | – | – | – |  | – | not started |" in text
+
+
+def test_time_is_train_seconds_not_file_times(multirun: Path):
+    """The time comes from metrics.json's train_seconds (a rerun rewrites file times); a job
+    without it (failed, not started) has none."""
+    write_report(multirun)
+    text = (multirun / "table.md").read_text()
+    assert "6 jobs: 4 done, 1 failed, 1 not started; total training time 5m00s." in text
+    assert "| -20.5 (CI n/a) |  | 1m00s | done |" in text
+    assert "| reference | 34.0 / 52.5 / 36.5 | 1m20s | done |" in text
+    assert "| – | failed: non-finite loss at iteration 2 |" in text
+    rows = list(csv.DictReader((multirun / "table.csv").open()))
+    assert [r["train_seconds"] for r in rows] == ["60.0", "70.0", "80.0", "90.0", "", ""]
 
 
 def test_cli_writes_table_csv_and_heatmap(multirun: Path, capsys):
@@ -152,26 +151,6 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "no such directory" in err[0] and "no runs found" in err[1]
     assert main([]) == 2
-
-
-def test_run_axes_keep_null_and_group_choices():
-    run = Run(name="3", status="not started",
-              overrides=["loss=ce", "model.prior_prob=null", "experiment=prior_init", "seed=2"])
-    assert run_axes(run) == {"loss": "ce", "prior_prob": None, "seed": 2}
-    run.config = {"model": {"aspect_ratios": [1.0], "prior_prob": 0.01}}
-    assert run_axes(run)["num_ratios"] == 1 and run_axes(run)["prior_prob"] == 0.01
-
-
-def test_heatmap_axes_fall_back_to_a_pair_that_tells_runs_apart():
-    runs = [Run(name=str(i), status="done", metrics={"AP": float(i)}, choices={"loss": loss},
-                config={"loss": {"gamma": g, "alpha": a}, "model": {"prior_prob": p}})
-            for i, (loss, g, a, p) in enumerate([("alpha_ce", 0.0, 0.75, 0.01),
-                                                  ("alpha_ce", 0.0, 0.75, None),
-                                                  ("focal", 2.0, 0.25, 0.01),
-                                                  ("focal", 2.0, 0.25, None)])]
-    table = build_table(runs)
-    assert table.columns == ["loss", "gamma", "alpha", "prior_prob"]
-    assert heatmap_axes(table) == ("loss", "prior_prob")
 
 
 def test_failure_reason_keeps_the_cause_and_the_status_word(tmp_path: Path):

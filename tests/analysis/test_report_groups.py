@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 from retina.analysis.intervals import student_t_quantile
-from retina.analysis.report import build_table, format_markdown
 from retina.analysis.runs import collect_runs
+from retina.analysis.table import build_table
+from retina.analysis.table_format import format_markdown
 from retina.cli.report import main
 
 ROWS = {"g2_a25": (2.0, 0.25), "g0_a75": (0.0, 0.75), "g0_a50": (0.0, 0.5)}
@@ -90,6 +91,9 @@ def test_cli_reference_flag_csv_lines_and_curves(sweep: Path, capsys):
     assert [r["seed"] for r in rows[:3]] == ["0", "1", "2"] and rows[4]["AP"] == "78.0"
     assert (sweep / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main([str(sweep), "--reference", "2"]) == 0
+    assert main([str(sweep), "--reference", "γ=0,α=0.75"]) == 0  # the column labels
+    assert "| 0 | 0.75 | **78.0 ± 1.0** | **91.0 ± 1.0** | **68.0 ± 1.0** | 3 | reference |" in (
+        sweep / "table.md").read_text()
     assert main([str(sweep), "--reference", "gamma=0"]) == 1  # two rows match
     assert "2 rows of the table match" in capsys.readouterr().err
 
@@ -110,19 +114,3 @@ def test_a_failed_seed_is_counted_out_of_n(sweep: Path):
     fl = table.groups[0]
     assert fl.n == 2 and fl.stats["AP"].mean == 72.0
     assert "| 2/3 |" in format_markdown(table) and "1: diverged" in format_markdown(table)
-
-
-def test_heatmap_axes_tell_rows_apart_not_seeds():
-    """An LR sweep with two seeds: α × LR tells the rows apart (the seeds share a cell)."""
-    from retina.analysis.report import heatmap_axes
-    from retina.analysis.runs import Run
-
-    runs = [Run(name=str(i), status="done", metrics={"AP": 50.0 + i},
-                config={"loss": {"gamma": g, "alpha": a}, "optim": {"base_lr": lr},
-                        "train": {"seed": seed}})
-            for i, (g, a, lr, seed) in enumerate(
-                (g, a, lr, seed) for g, a in ((2.0, 0.25), (0.0, 0.75), (0.0, 0.5))
-                for lr in (0.01, 0.02) for seed in (0, 1))]
-    table = build_table(runs)
-    assert table.columns == ["gamma", "alpha", "lr"] and len(table.groups) == 6
-    assert heatmap_axes(table) == ("alpha", "lr")

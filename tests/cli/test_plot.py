@@ -66,6 +66,7 @@ def _tiny_checkpoint(tmp_path: Path) -> Path:
 
     configs = Path(__file__).resolve().parents[2] / "configs"
     model_cfg = yaml.safe_load((configs / "model" / "retinanet_tiny.yaml").read_text())
+    del model_cfg["defaults"]  # the choices only; the constructors default the rest
     loss_cfg = yaml.safe_load((configs / "loss" / "focal.yaml").read_text())
     data_cfg = yaml.safe_load((configs / "data" / "shapes.yaml").read_text())
     root = make_shapes_dataset(tmp_path / "shapes", train=1, val=4, size=128, workers=1)
@@ -73,6 +74,7 @@ def _tiny_checkpoint(tmp_path: Path) -> Path:
     torch.manual_seed(0)
     model = instantiate(model_cfg, num_classes=3, cls_loss=instantiate(loss_cfg))
     state = {"model": model.state_dict(), "iteration": 0, "cat_ids": [1, 2, 3],
+             "class_names": ["circle", "square", "triangle"],
              "config": {"model": model_cfg, "loss": loss_cfg, "data": data_cfg}}
     path = tmp_path / "model.pt"
     torch.save(state, path)

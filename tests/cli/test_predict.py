@@ -1,9 +1,6 @@
 """retina-predict: drawn PNGs and detections.json from a random-weight tiny checkpoint."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +24,7 @@ def setup(tmp_path_factory):
     """A checkpoint (tiny model, val resize to 128 px) and a folder of three images."""
     root = tmp_path_factory.mktemp("predict_cli")
     model_cfg = yaml.safe_load((REPO / "configs/model/retinanet_tiny.yaml").read_text())
+    del model_cfg["defaults"]  # the choices only; the constructors default the rest
     data_cfg = yaml.safe_load((REPO / "configs/data/shapes.yaml").read_text())
     data_cfg["val_transforms"].update(min_size=128, max_size=160)
     torch.manual_seed(0)
@@ -46,15 +44,13 @@ def setup(tmp_path_factory):
     return root, ckpt, images
 
 
-def test_predict_folder(setup):
+def test_predict_folder(setup, run_main):
+    from retina.cli.predict import main
+
     root, ckpt, images = setup
     out = root / "out"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "retina.cli.predict", f"checkpoint={ckpt}", f"input={images}",
-         f"output={out}", "score_thresh=0.0", f"hydra.run.dir={root / 'run'}"],
-        cwd=root, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    proc = run_main(main, "retina-predict", f"checkpoint={ckpt}", f"input={images}",
+                    f"output={out}", "score_thresh=0.0", f"hydra.run.dir={root / 'run'}")
     assert proc.returncode == 0, proc.stderr
     result = json.loads((out / "detections.json").read_text())
     assert [r["output"] for r in result["images"]] == ["a.png.png", "b.jpg.png", "c.png.png"]

@@ -4,9 +4,6 @@ what the run directory holds, and one-line errors for bad overrides."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -34,15 +31,6 @@ SMALL = [
 ]
 
 
-def run_train(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run(
-        [sys.executable, "-m", "retina.cli.train", *args],
-        capture_output=True, text=True, timeout=timeout, env=env,
-    )  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def shapes_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data") / "shapes"
@@ -50,9 +38,13 @@ def shapes_root(tmp_path_factory) -> Path:
     return root
 
 
-def test_few_iterations_through_the_cli(shapes_root, tmp_path):
+def test_few_iterations_through_the_cli(shapes_root, tmp_path, run_main):
+    from retina.cli.eval import main as eval_main
+    from retina.cli.train import main as train_main
+
     run_dir = tmp_path / "run"
-    proc = run_train([f"data.root={shapes_root}", f"hydra.run.dir={run_dir}", *SMALL])
+    proc = run_main(train_main, "retina-train", f"data.root={shapes_root}",
+                    f"hydra.run.dir={run_dir}", *SMALL)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -90,13 +82,9 @@ def test_few_iterations_through_the_cli(shapes_root, tmp_path):
 
     # retina-eval on the checkpoint scores the same model on the same val split identically
     eval_dir = tmp_path / "eval"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    evaluated = subprocess.run(
-        [sys.executable, "-m", "retina.cli.eval",
-         f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}",
-         f"hydra.run.dir={eval_dir}", "eval.num_workers=0"],
-        capture_output=True, text=True, timeout=300, env=env,
-    )  # fmt: skip
+    evaluated = run_main(eval_main, "retina-eval",
+                         f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}",
+                         f"hydra.run.dir={eval_dir}", "eval.num_workers=0")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     again = json.loads((eval_dir / "metrics.json").read_text())
     for key in ("AP", "AP50", "AR100"):
@@ -110,9 +98,12 @@ def test_few_iterations_through_the_cli(shapes_root, tmp_path):
         ("model.prior_prob=1.5", "model.prior_prob"),  # refused by retina.config
     ],
 )
-def test_bad_override_is_one_line(tmp_path, override, expected):
-    proc = run_train([override, f"paths.data_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'r'}"])
-    assert proc.returncode != 0
+def test_bad_override_is_one_line(tmp_path, run_main, override, expected):
+    from retina.cli.train import main
+
+    proc = run_main(main, "retina-train", override, f"paths.data_dir={tmp_path}",
+                    f"hydra.run.dir={tmp_path / 'r'}")
+    assert proc.returncode == 1
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("retina-train: error: ") and expected in lines[0]

@@ -61,7 +61,7 @@ def test_cached_per_shape_and_counts():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="differ in length"):
+    with pytest.raises(ValueError, match=r"sizes=\[32, 64\]: expected one size per level"):
         AnchorGenerator(sizes=(32, 64), strides=(8,))
     with pytest.raises(ValueError, match="feature maps"):
         AnchorGenerator()([(1, 1)], torch.device("cpu"))

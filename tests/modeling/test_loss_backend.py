@@ -1,5 +1,6 @@
-"""The focal-loss backend is an argument of the loss (``loss.backend``): it decides which
-kernels run in the forward *and* the backward, and ``$RETINA_FOCAL_BACKEND`` overrides it."""
+"""The focal-loss backend is an argument of the loss object (``loss.backend``), passed at
+construction and handed to the kernels of the forward *and* the backward; nothing else (no
+process-wide switch, no environment variable) decides it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import pytest
 import torch
 
 from retina.modeling.losses import FocalLoss, FocalLossStar, OHEMLoss
-from retina.ops import focal_backend, focal_native
+from retina.ops import focal, focal_triton
+
+needs_triton = pytest.mark.skipif(not focal_triton.available(), reason="Triton is not installed")
 
 
 def _inputs():
@@ -17,70 +20,71 @@ def _inputs():
     return logits, labels
 
 
-@pytest.fixture
-def no_env(monkeypatch):
-    monkeypatch.delenv(focal_backend.ENV_VAR, raising=False)
-
-
-@pytest.mark.parametrize("cls", [FocalLoss, FocalLossStar, OHEMLoss])
-def test_backend_is_an_argument_and_is_validated(cls, no_env):
+@pytest.mark.parametrize("cls", [FocalLoss, OHEMLoss])
+def test_backend_is_an_argument_and_is_validated(cls):
     assert cls().backend == "auto"
     assert cls(backend="eager").backend == "eager"
-    with pytest.raises(ValueError, match="backend='fast'"):
-        cls(backend="fast")
+    for name in ("fast", "native", "compile"):
+        with pytest.raises(ValueError, match=f"backend={name!r}"):
+            cls(backend=name)
 
 
-def test_environment_overrides_the_argument(monkeypatch):
-    monkeypatch.setenv(focal_backend.ENV_VAR, "eager")
-    assert FocalLoss(backend="native").backend == "eager"
-    monkeypatch.setenv(focal_backend.ENV_VAR, "bogus")
-    with pytest.raises(ValueError, match="RETINA_FOCAL_BACKEND='bogus'"):
-        FocalLoss()
+def test_focal_loss_star_has_no_backend():
+    with pytest.raises(TypeError):
+        FocalLossStar(backend="eager")
 
 
-@pytest.mark.skipif(not focal_native.available(), reason="no C compiler")
-def test_eager_loss_never_runs_native_kernels_and_matches_native(no_env, monkeypatch):
+@pytest.fixture
+def dispatch(monkeypatch):
+    """Records the backend of every kernel dispatch (forward and backward)."""
+    seen: list[str] = []
+    real = focal.fused_module
+
+    def spy(x, backend):
+        seen.append(backend)
+        return real(x, backend)
+
+    monkeypatch.setattr(focal, "fused_module", spy)
+    return seen
+
+
+@needs_triton
+@pytest.mark.parametrize("per_image", [False, True])
+def test_each_loss_passes_its_own_backend_to_forward_and_backward(dispatch, per_image):
+    """Two losses with different backends, interleaved: each call's forward and backward
+    dispatch with that loss's backend (no state carried from one to the other)."""
     logits, labels = _inputs()
-    native = FocalLoss(backend="native")
-    loss_n = native(logits, labels, 2)
-    (grad_n,) = torch.autograd.grad(loss_n, logits)
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("native kernel called under backend='eager'")
-
-    for name in ("labels_forward_backward", "labels_forward", "labels_backward"):
-        monkeypatch.setattr(focal_native, name, refuse)
-    eager = FocalLoss(backend="eager")
-    loss_e = eager(logits, labels, 2)
-    (grad_e,) = torch.autograd.grad(loss_e, logits)
-    torch.testing.assert_close(loss_e, loss_n, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(grad_e, grad_n, rtol=1e-5, atol=1e-6)
-
-
-def test_backward_runs_under_the_forward_backend(no_env, monkeypatch):
-    """autograd calls the backward after the loss's use_backend() ended; it must still use
-    the loss's backend (here: compile, recorded instead of compiled)."""
-    compiled: list[str] = []
-
-    def record(fn):
-        compiled.append(fn.__name__)
-        return fn
-
-    monkeypatch.setattr(focal_backend, "_compiled_version", record)
-    before = focal_backend.get_backend()
-    focal_backend.set_backend("eager")
-    try:
-        logits, labels = _inputs()
-        loss = FocalLossStar(backend="compile")(logits, labels, 2)
-        assert compiled == ["focal_star_forward"]
+    eager, triton = FocalLoss(backend="eager"), FocalLoss(backend="triton")
+    for loss_fn, name in ((triton, "triton"), (eager, "eager"), (triton, "triton")):
+        dispatch.clear()
+        loss = loss_fn(logits, labels, 2, per_image=per_image).sum()
+        forwards = len(dispatch)
         loss.backward()
-        assert compiled == ["focal_star_forward", "focal_star_backward"]
-        assert focal_backend.get_backend() == "eager"  # the process default is untouched
-    finally:
-        focal_backend.set_backend(before)
+        assert forwards >= 1 and len(dispatch) == 2 * forwards
+        assert set(dispatch) == {name}
+    dispatch.clear()
+    OHEMLoss(batch_size_per_image=8, backend="triton")(
+        logits, labels, 2, anchors=torch.rand(50, 2).repeat(1, 2).cumsum(1)
+    ).backward()
+    assert set(dispatch) == {"triton"}
 
 
-def test_resolved_backend_names_what_runs():
-    expected = "native" if focal_native.available() else "eager"
-    assert focal_backend.resolved_backend("auto", "cpu") == expected
-    assert focal_backend.resolved_backend("eager", "cpu") == "eager"
+def test_environment_variable_does_not_decide(monkeypatch, dispatch):
+    monkeypatch.setenv("RETINA_FOCAL_BACKEND", "triton")
+    loss = FocalLoss(backend="eager")
+    assert loss.backend == "eager"
+    logits, labels = _inputs()
+    loss(logits, labels, 2).backward()
+    assert set(dispatch) == {"eager"}
+
+
+def test_backends_agree_on_cpu():
+    """On CPU tensors every backend runs the eager kernels: the same values."""
+    logits, labels = _inputs()
+    results = []
+    for name in ("auto", "eager"):
+        loss = FocalLoss(backend=name)(logits, labels, 2)
+        (grad,) = torch.autograd.grad(loss, logits)
+        results.append((loss, grad))
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)

@@ -38,19 +38,20 @@ def test_preprocess_pads_to_128_and_accepts_uint8_and_lists():
 
 def test_image_without_boxes_gives_zero_box_loss_and_finite_cls():
     model = tiny().train()
-    out = model(torch.rand(2, 3, 64, 64), [target([], []), target([], [])])
+    out, stats = model(torch.rand(2, 3, 64, 64), [target([], []), target([], [])])
     assert out["loss_box_reg"].item() == 0.0 and math.isfinite(out["loss_cls"].item())
-    assert out["loss_cls"].item() > 0 and model.last_num_pos == 0
+    assert out["loss_cls"].item() > 0 and stats["num_pos"].item() == 0
+    assert stats["normalizer"].item() == 1.0  # max(num_pos, 1)
     sum(out.values()).backward()  # gradients flow with no foreground at all
 
 
 def test_crowd_only_image():
     model = tiny().train()
     t = [target([], [], crowd=[[8, 8, 56, 56]]), target([[4, 4, 40, 40]], [2])]
-    out = model(torch.rand(2, 3, 64, 64), t)
-    assert model.last_num_pos > 0 and math.isfinite(out["loss_cls"].item())
-    crowd_only = model(torch.rand(1, 3, 64, 64), t[:1])
-    assert crowd_only["loss_box_reg"].item() == 0.0 and model.last_num_pos == 0
+    out, stats = model(torch.rand(2, 3, 64, 64), t)
+    assert stats["num_pos"].item() > 0 and math.isfinite(out["loss_cls"].item())
+    crowd_only, stats = model(torch.rand(1, 3, 64, 64), t[:1])
+    assert crowd_only["loss_box_reg"].item() == 0.0 and stats["num_pos"].item() == 0
 
 
 def test_bad_targets_give_one_line_errors():
@@ -70,7 +71,7 @@ def test_loss_at_init_is_what_the_prior_predicts():
     images = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         model.head.cls_score.weight.zero_()  # logits exactly at the prior bias
-        out = model(images, t)
+        out, stats = model(images, t)
         feats = model.fpn(model.backbone(model.preprocess(images)[0]))
         anchors = model.anchor_generator([f.shape[-2:] for f in feats], torch.device("cpu"))
     from retina.ops.boxes import batched_pairwise_iou
@@ -82,7 +83,7 @@ def test_loss_at_init_is_what_the_prior_predicts():
     l_pos = a * (1 - p) ** g * -math.log(p)
     l_neg = (1 - a) * p**g * -math.log(1 - p)
     expected = (pos * (l_pos + (k - 1) * l_neg) + neg * k * l_neg) / pos
-    assert pos == model.last_num_pos
+    assert pos == stats["num_pos"].item() == stats["normalizer"].item()
     assert out["loss_cls"].item() == pytest.approx(expected, rel=1e-4)
     # with random head weights the mean initial score is still about pi
     fresh = tiny(prior_prob=0.01).eval()
@@ -95,11 +96,24 @@ def test_loss_at_init_is_what_the_prior_predicts():
 def test_normalizers(normalizer):
     model = tiny(loss_normalizer=normalizer).train()
     t = [target([[8, 8, 40, 48]], [0]), target([[4, 4, 60, 60], [30, 30, 50, 50]], [1, 2])]
-    out = model(torch.rand(2, 3, 64, 64), t)
+    images = torch.rand(2, 3, 64, 64)
+    out, stats = model(images, t)
     assert all(torch.isfinite(v) for v in out.values())
+    num_pos = stats["num_pos"].item()
+    levels = [stats[f"num_pos_p{i}"].item() for i in range(3, 8)]
+    assert num_pos > 0 and sum(levels) == num_pos and set(stats) == {
+        "num_pos", "normalizer", "num_pos_p3", "num_pos_p4", "num_pos_p5", "num_pos_p6",
+        "num_pos_p7"}  # fmt: skip
+    assert not any(v.requires_grad for v in stats.values())
     if normalizer == "ema":
-        expected = 0.9 * 100 + 0.1 * model.last_num_pos
+        expected = 0.9 * 100 + 0.1 * num_pos
         assert model.normalizer_ema.item() == pytest.approx(expected)
+        assert stats["normalizer"].item() == pytest.approx(expected)
+    elif normalizer == "image":  # the mean of the per-image max(n_i, 1)
+        per_image = model.assign(images, t).foreground.sum(dim=1).clamp(min=1)
+        assert stats["normalizer"].item() == per_image.double().mean().item()
+    else:
+        assert stats["normalizer"].item() == num_pos
 
 
 def test_inference_format_and_limits():
@@ -133,7 +147,7 @@ def test_training_on_one_batch_drives_loss_down(cls_loss):
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=5e-4)
     losses = []
     for _ in range(15):
-        out = model(images, t)
+        out = model(images, t).losses
         loss = out["loss_cls"] + out["loss_box_reg"]
         opt.zero_grad()
         loss.backward()

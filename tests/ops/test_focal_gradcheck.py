@@ -8,7 +8,6 @@ from retina.ops import (
     focal_loss_star,
     sigmoid_focal_loss,
     sigmoid_focal_loss_from_labels,
-    softmax_focal_loss,
 )
 
 
@@ -35,14 +34,6 @@ def test_gradcheck_from_labels(alpha, gamma, reduction):
     assert gradcheck(
         lambda a: sigmoid_focal_loss_from_labels(a, labels, alpha, gamma, reduction), (_x(),)
     )
-
-
-@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
-@pytest.mark.parametrize("gamma", [0.0, 0.7, 2.0])
-def test_gradcheck_softmax_focal_loss(gamma, reduction):
-    labels = torch.tensor([0, 3, -1, 4, 2, 1])
-    alpha = torch.tensor([0.5, 0.2, 0.9, 1.0, 0.3], dtype=torch.float64)
-    assert gradcheck(lambda a: softmax_focal_loss(a, labels, alpha, gamma, reduction), (_x(),))
 
 
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])

@@ -7,7 +7,6 @@ from retina.ops import (
     focal_loss_star,
     sigmoid_focal_loss,
     sigmoid_focal_loss_from_labels,
-    softmax_focal_loss,
 )
 from retina.ops.focal_reference import sigmoid_focal_loss_reference
 
@@ -22,7 +21,6 @@ def test_finite_loss_and_gradient_at_extreme_logits(gamma):
     for fn in (
         lambda: sigmoid_focal_loss(x, t, 0.25, gamma, "sum"),
         lambda: sigmoid_focal_loss_from_labels(x, labels, 0.25, gamma, "sum"),
-        lambda: softmax_focal_loss(x, labels, None, gamma, "sum"),
         lambda: focal_loss_star(x, t, max(gamma, 1.0), 0.5, "sum"),
     ):
         loss = fn()
@@ -71,6 +69,8 @@ def test_invalid_arguments_raise_value_error_naming_them():
         (lambda: sigmoid_focal_loss(x, t, alpha=1.5), "alpha"),
         (lambda: sigmoid_focal_loss(x, t, alpha=float("nan")), "alpha"),
         (lambda: sigmoid_focal_loss(x, t, reduction="avg"), "reduction"),
+        (lambda: sigmoid_focal_loss(x, t, backend="native"), "backend"),
+        (lambda: sigmoid_focal_loss_from_labels(x, labels, backend="compile"), "backend"),
         (lambda: sigmoid_focal_loss(x, t[:, :2]), "targets"),
         (lambda: sigmoid_focal_loss(x.long(), t), "logits"),
         (lambda: sigmoid_focal_loss_from_labels(x, labels.float()), "labels"),
@@ -79,9 +79,6 @@ def test_invalid_arguments_raise_value_error_naming_them():
         (lambda: sigmoid_focal_loss_from_labels(x, torch.tensor([0, -3, -1, -1])), "labels"),
         (lambda: sigmoid_focal_loss_from_labels(x[0], labels), "logits"),
         (lambda: sigmoid_focal_loss_from_labels(x, labels, gamma=float("inf")), "gamma"),
-        (lambda: softmax_focal_loss(x, labels, alpha=torch.ones(2)), "alpha"),
-        (lambda: softmax_focal_loss(x, labels, alpha=-torch.ones(3)), "alpha"),
-        (lambda: softmax_focal_loss(x, torch.tensor([0, 1, 2, 3])), "labels"),
         (lambda: focal_loss_star(x, t, gamma=0.0), "gamma"),
         (lambda: focal_loss_star(x, t, beta=float("inf")), "beta"),
     ]

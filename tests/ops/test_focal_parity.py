@@ -11,12 +11,10 @@ from retina.ops import (
     focal_loss_star,
     sigmoid_focal_loss,
     sigmoid_focal_loss_from_labels,
-    softmax_focal_loss,
 )
 from retina.ops.focal_reference import (
     focal_loss_star_reference,
     sigmoid_focal_loss_from_labels_reference,
-    softmax_focal_loss_reference,
 )
 
 ALPHAS = (-1.0, 0.25, 0.75)
@@ -111,31 +109,6 @@ def test_from_labels_all_ignored_and_empty():
     out = sigmoid_focal_loss_from_labels(empty, torch.zeros(0, dtype=torch.int64))
     out.backward()
     assert out.item() == 0.0 and empty.grad.shape == (0, 3)
-
-
-@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
-@pytest.mark.parametrize("weighted", [False, True])
-def test_softmax_focal_loss_matches_reference(gamma, weighted):
-    x, _ = _inputs(soft=False, shape=(30, 6))
-    labels = torch.randint(0, 6, (30,), generator=torch.Generator().manual_seed(3))
-    labels[::7] = -1
-    alpha = torch.linspace(0.1, 0.9, 6, dtype=torch.float64) if weighted else None
-    for reduction in REDUCTIONS:
-        ours = softmax_focal_loss(x, labels, alpha, gamma, reduction)
-        ref = softmax_focal_loss_reference(x, labels, alpha, gamma, reduction)
-        torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
-        (g_ours,) = torch.autograd.grad(ours.sum(), x)
-        (g_ref,) = torch.autograd.grad(ref.sum(), x)
-        torch.testing.assert_close(g_ours, g_ref, rtol=1e-10, atol=1e-12)
-
-
-def test_softmax_gamma0_is_cross_entropy():
-    x, _ = _inputs(soft=False, shape=(30, 6))
-    labels = torch.randint(0, 6, (30,), generator=torch.Generator().manual_seed(4))
-    w = torch.rand(6, dtype=torch.float64)
-    ours = softmax_focal_loss(x, labels, w, gamma=0.0, reduction="sum")
-    ref = F.cross_entropy(x, labels, weight=w, reduction="sum")
-    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("gamma,beta", [(2.0, 1.0), (4.0, 0.0), (1.0, -1.5)])

@@ -39,8 +39,9 @@ ENTRY_POINTS = {
     "retina-eval": ("retina.cli.eval", "main"),
     "retina-predict": ("retina.cli.predict", "main"),
     "retina-plot": ("retina.cli.plot", "main"),
-    "retina-check-data": ("retina.data.validate", "main"),
+    "retina-check-data": ("retina.cli.check_data", "main"),
     "retina-report": ("retina.cli.report", "main"),
+    "retina-stats": ("retina.cli.stats", "main"),
 }
 
 

@@ -13,7 +13,6 @@ from retina.ops import (
     focal_loss_star,
     sigmoid_focal_loss,
     sigmoid_focal_loss_from_labels,
-    softmax_focal_loss,
 )
 
 FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None)
@@ -69,16 +68,6 @@ def test_sigmoid_focal_loss_from_labels_finite(dtype, case, gamma, alpha, reduct
     logits = _leaf(values, dtype)
     loss = sigmoid_focal_loss_from_labels(logits, labels, alpha, gamma, reduction)
     _check(loss, logits, f"sigmoid_focal_loss_from_labels {dtype}")
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@FUZZ
-@given(problem(), gammas, st.sampled_from(["none", "mean"]))
-def test_softmax_focal_loss_finite(dtype, case, gamma, reduction) -> None:
-    values, labels = case
-    logits = _leaf(values, dtype)
-    loss = softmax_focal_loss(logits, labels, None, gamma, reduction)
-    _check(loss, logits, f"softmax_focal_loss {dtype}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

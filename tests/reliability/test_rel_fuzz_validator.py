@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from PIL import Image
 from relhelp import FUZZ_EXAMPLES
 
+from retina.cli.check_data import main
 from retina.data import CocoDetection, DataError
-from retina.data.validate import Problem, main, validate_coco
+from retina.data.validate import Problem, validate_coco
 
 FUZZ = settings(
     max_examples=FUZZ_EXAMPLES,

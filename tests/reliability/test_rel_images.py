@@ -98,6 +98,7 @@ def checkpoint(tmp_path) -> Path:
     from retina.engine.checkpoint import save_checkpoint
 
     model_cfg = OmegaConf.to_container(OmegaConf.load(REPO / "configs/model/retinanet_tiny.yaml"))
+    del model_cfg["defaults"]  # the choices only; the constructors default the rest
     model_cfg["fpn_channels"] = 16
     model = instantiate(model_cfg, num_classes=1, cls_loss=None)
     state = {"model": model.state_dict(), "cat_ids": [1], "class_names": ["x"],

@@ -165,3 +165,133 @@ def test_console_scripts_refuse_a_crafted_config_target(
     result = cli.run(prog, _cli_args(prog, path, tiny_shapes, tmp_path), cwd=tmp_path)
     _one_line(result, prog, str(path), f"config.{node}", "refusing _target_")
     assert not marker.exists(), "the payload ran"
+
+
+# ---------------------------------------------------------------- nested ``_target_`` payloads
+# Hydra instantiates nested ``_target_``s recursively, so a tensor-only checkpoint (or a run
+# folder) could name a retina function as the *value* of an argument. The two payloads of
+# issue 20: one writes a file, one deletes one. Each case plants both, at its own depth.
+
+WRITE = "retina.utils.io.write_text_atomic"
+UNLINK = "retina.engine.checkpoint._unlink_quietly"
+NESTED_CASES = {
+    "model_args": ("model.pixel_mean", "model.pixel_std"),
+    "deeper": ("model.anchor_sizes.deeper", "loss.alpha"),
+    "data_and_optim": ("data.val_transforms.min_size", "optim.optimizer.momentum"),
+}
+
+
+def _plant(config: dict, dotted: str, value: dict) -> None:
+    node = config
+    *parents, last = dotted.split(".")
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[last] = value
+
+
+def _cases(default: str) -> list:
+    """Every case; in the default suite only ``default`` (each entry point gets another one,
+    so that every depth is covered there too), the others under ``-m slow``."""
+    return [c if c == default else pytest.param(c, marks=pytest.mark.slow)
+            for c in sorted(NESTED_CASES)]
+
+
+READER_CASES = [
+    pytest.param(prog, case, marks=() if case == default else pytest.mark.slow)
+    for prog, default in (("retina-eval", "model_args"), ("retina-predict", "deeper"),
+                          ("retina-plot", "data_and_optim"), ("retina-stats", "model_args"))
+    for case in sorted(NESTED_CASES)
+]
+
+
+def _payloads(config: dict, case: str, tmp_path: Path) -> tuple[Path, Path]:
+    """Plant the case's two payloads in ``config``; returns (file it would write, file it
+    would delete)."""
+    written, victim = tmp_path / "pwned_written", tmp_path / "victim"
+    victim.write_text("keep me")
+    write_key, unlink_key = NESTED_CASES[case]
+    _plant(config, write_key, {"_target_": WRITE, "path": str(written), "text": "pwned"})
+    _plant(config, unlink_key, {"_target_": UNLINK, "path": str(victim)})
+    return written, victim
+
+
+def _crafted_checkpoint(reference_run: dict, case: str, tmp_path: Path) -> tuple[Path, Path, Path]:
+    state = load_checkpoint(reference_run["dir"] / "checkpoints" / "last.pt")
+    written, victim = _payloads(state["config"], case, tmp_path)
+    path = tmp_path / "crafted.pt"
+    torch.save(state, path)
+    return path, written, victim
+
+
+def _refused(line: str, path: Path | str, case: str) -> None:
+    keys = [f"config.{k}" for k in NESTED_CASES[case]]
+    assert str(path) in line and "refusing _target_" in line, line
+    assert any(f"{k}:" in line for k in keys), (line, keys)
+
+
+@pytest.mark.parametrize(("prog", "case"), READER_CASES)
+def test_checkpoint_readers_refuse_nested_targets(
+    prog: str, case: str, cli: CliServer, reference_run: dict, tiny_shapes: Path, tmp_path: Path
+) -> None:
+    """eval, predict, plot loss-cdf and stats: one line naming the file and the dotted key;
+    nothing written, nothing deleted."""
+    path, written, victim = _crafted_checkpoint(reference_run, case, tmp_path)
+    if prog == "retina-stats":
+        args = [f"checkpoint={path}", f"data.root={tiny_shapes}", "images=1",
+                f"out={tmp_path / 'stats'}"]  # fmt: skip
+    else:
+        args = _cli_args(prog, path, tiny_shapes, tmp_path)
+    result = cli.run(prog, args, cwd=tmp_path)
+    if prog == "retina-plot":
+        _one_line(result, prog, str(path), "refusing _target_")
+        line = result.stderr
+    else:
+        line = result.assert_clean_error(str(path), "refusing _target_")
+    _refused(line, path, case)
+    assert not written.exists(), "the write payload ran"
+    assert victim.exists(), "the delete payload ran"
+
+
+@pytest.mark.parametrize("case", _cases("deeper"))
+def test_resume_refuses_nested_targets(
+    case: str, cli: CliServer, reference_run: dict, tiny_shapes: Path, tmp_path: Path
+) -> None:
+    """``train.resume=true`` on a run folder whose checkpoints carry the payloads."""
+    run_dir = Path(shutil.copytree(reference_run["dir"], tmp_path / "run"))
+    for ckpt in (run_dir / "checkpoints").glob("*.pt"):
+        state = load_checkpoint(ckpt)
+        written, victim = _payloads(state["config"], case, tmp_path)
+        torch.save(state, ckpt)
+    args = train_args(tiny_shapes, run_dir, **{"train.resume": "true", "train.max_iter": 5})
+    line = cli.run("retina-train", args, cwd=tmp_path).assert_clean_error("refusing _target_")
+    _refused(line, run_dir / "checkpoints", case)
+    assert not written.exists(), "the write payload ran"
+    assert victim.exists(), "the delete payload ran"
+
+
+@pytest.mark.parametrize("case", _cases("data_and_optim"))
+def test_report_refuses_a_run_folder_with_nested_targets(
+    case: str, cli: CliServer, reference_run: dict, tmp_path: Path
+) -> None:
+    """retina-report (table and figures) over a sweep whose job 1 carries the payloads in
+    ``.hydra/config.yaml``: that job is reported as failed with the one-line refusal, job 0
+    as done, and neither payload runs."""
+    import yaml
+
+    sweep = tmp_path / "sweep"
+    for job in ("0", "1"):
+        shutil.copytree(reference_run["dir"], sweep / job)
+    config_file = sweep / "1" / ".hydra" / "config.yaml"
+    config = yaml.safe_load(config_file.read_text())
+    written, victim = _payloads(config, case, tmp_path)
+    config_file.write_text(yaml.safe_dump(config))
+    result = cli.run("retina-report", [str(sweep)], cwd=tmp_path)
+    assert result.rc == 0, result.stderr[-3000:]
+    table = (sweep / "table.csv").read_text()
+    refused = [ln for ln in table.splitlines() if "refusing _target_" in ln]
+    assert len(refused) == 1, table
+    _refused(refused[0], config_file, case)
+    assert not written.exists(), "the write payload ran"
+    assert victim.exists(), "the delete payload ran"

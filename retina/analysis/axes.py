@@ -1,0 +1,124 @@
+"""A run's ablation settings (its "axes": γ, α, anchors, OHEM, LR, ...) as ``retina-report``
+compares them, from its resolved config and its command-line overrides."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from retina.analysis.runs import Run, split_override
+from retina.utils.dotted import select
+
+__all__ = ["AXIS_KEYS", "config_axes", "run_axes", "varying_axes"]
+
+AXIS_KEYS: dict[str, str] = {
+    "loss": "loss",
+    "loss.gamma": "gamma",
+    "loss.alpha": "alpha",
+    "model.prior_prob": "prior_prob",
+    "model.num_scales": "num_scales",
+    "model.aspect_ratios": "num_ratios",
+    "loss.batch_size_per_image": "ohem_batch",
+    "loss.positive_fraction": "ohem_pos_fraction",
+    "loss.nms_thresh": "ohem_nms",
+    "optim.base_lr": "lr",
+    "model.depth": "depth",
+    "data.val_transforms.min_size": "scale",
+    "train.seed": "seed",
+    "implementation": "implementation",
+}
+"""Config keys (dotted) read as ablation axes, and the axis each becomes."""
+
+_IGNORED_OVERRIDES = ("experiment", "hydra", "scale", "paths")
+_NOT_SETTINGS = ("paths", "hydra", "train.resume")
+"""Config keys that differ between the jobs of one sweep by construction (the job's folder, a
+rerun resuming it), not as a setting."""
+
+_MISSING = object()
+
+
+def _lookup(config: dict[str, Any], dotted: str) -> Any:
+    """The value at ``dotted``; ``_MISSING`` if absent or an unresolved interpolation."""
+    node = select(config, dotted, _MISSING)
+    return _MISSING if isinstance(node, str) and "${" in node else node
+
+
+def _axis_value(axis: str, value: Any) -> Any:
+    if axis == "num_ratios" and isinstance(value, list | tuple):
+        return len(value)
+    if isinstance(value, int) and not isinstance(value, bool) and axis in ("gamma", "alpha"):
+        return float(value)
+    return value
+
+
+def run_axes(run: Run) -> dict[str, Any]:
+    """The run's ablation values: known axes (see :data:`AXIS_KEYS`) plus raw overrides.
+
+    Values come from the resolved config where it has them, else from the overrides; an
+    override whose key is no known axis is kept under its own key (``"seed"``, ...). A key
+    set to null (``model.prior_prob=null``) is present with the value ``None``; a key the run
+    does not tell is absent.
+    """
+    axes: dict[str, Any] = {}
+    for text in run.overrides:
+        key, value = split_override(text)
+        if key.split(".")[0] in _IGNORED_OVERRIDES:
+            continue
+        try:
+            parsed = yaml.safe_load(value) if value else None
+        except yaml.YAMLError:
+            parsed = value
+        axes[AXIS_KEYS.get(key, key)] = _axis_value(AXIS_KEYS.get(key, key), parsed)
+    if "loss" in run.choices:
+        axes["loss"] = run.choices["loss"]
+    elif isinstance(_lookup(run.config, "loss._target_"), str):
+        axes["loss"] = _lookup(run.config, "loss._target_").rsplit(".", 1)[-1]
+    for dotted, axis in AXIS_KEYS.items():
+        value = _lookup(run.config, dotted) if dotted != "loss" else _MISSING
+        if value is not _MISSING:
+            axes[axis] = _axis_value(axis, value)
+    return axes
+
+
+def varying_axes(all_axes: Sequence[dict[str, Any]]) -> list[str]:
+    """The axes whose value differs between runs, in order of first appearance."""
+    keys: list[str] = []
+    for axes in all_axes:
+        keys += [k for k in axes if k not in keys]
+    varying = []
+    for key in keys:
+        values = {repr(a[key]) for a in all_axes if key in a}
+        if len(values) > 1:
+            varying.append(key)
+    return varying
+
+
+def _leaves(node: Any, prefix: str, out: dict[str, Any]) -> dict[str, Any]:
+    """Dotted key -> value of every leaf (lists are leaves); unresolved ``${...}`` left out."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _leaves(value, f"{prefix}.{key}" if prefix else str(key), out)
+    elif not (isinstance(node, str) and "${" in node):
+        out[prefix] = node
+    return out
+
+
+def config_axes(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """Per run, the leaves of its resolved config that differ between the runs and that no
+    axis of :data:`AXIS_KEYS` reads (``{"train.max_iter": 400}``), under their dotted keys.
+
+    Runs without a config (never started) are not compared; a key that some configs lack
+    differs. Keys in :data:`_NOT_SETTINGS` are never axes.
+    """
+    leaves = [_leaves(r.config, "", {}) if r.config else None for r in runs]
+    known = [x for x in leaves if x is not None]
+    keys = dict.fromkeys(k for x in known for k in x)
+    varying = [
+        k for k in keys
+        if k not in AXIS_KEYS
+        and not any(k == n or k.startswith(n + ".") for n in _NOT_SETTINGS)
+        and len({repr(x.get(k, _MISSING)) for x in known}) > 1
+    ]
+    return [{k: x[k] for k in varying if k in x} if x is not None else {} for x in leaves]

@@ -1,0 +1,119 @@
+"""Train torchvision's own RetinaNet on a retina config: the reference row beside retina's.
+
+    python scripts/train_torchvision.py RUN_DIR [retina overrides ...]
+    python scripts/train_torchvision.py outputs/study/shapes_short/torchvision/fl_0 \\
+        +experiment=fl_vs_ce ablation/fl_vs_ce=fl train.seed=0 study.lr.fl=0.04
+
+The overrides compose retina's ``train.yaml`` exactly as ``retina-train`` would. The data
+(dataset, transforms, loader and its seeded order), the optimizer (SGD, LR scaling, weight
+decay groups), the schedule, the gradient clipping, the checkpoints and the COCO evaluation
+are retina's own code; only the model is torchvision's
+(:func:`retina.modeling.torchvision_reference.build_torchvision_retinanet`: body, FPN width,
+P6 input, head depth, prior, anchors, IoU thresholds and gamma/alpha from the config; the
+normaliser, box loss, init and postprocessing torchvision's).
+
+RUN_DIR receives ``metrics.json`` (with ``"implementation": "torchvision"``), and
+``metrics_history.json`` at ``train.eval_period``, like ``retina-train``. A rerun on a finished
+RUN_DIR does nothing; on an interrupted one it resumes from its newest checkpoint. Put
+RUN_DIR under a sweep's ``torchvision/`` folder and ``retina-report SWEEP_DIR`` lists it as
+a reference row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from retina.errors import one_line, user_errors
+
+log = logging.getLogger("retina.train_torchvision")
+IMPLEMENTATION = "torchvision"
+
+
+def compose_config(run_dir: Path, overrides: Sequence[str]) -> DictConfig:
+    """retina's ``train.yaml`` with ``overrides``; ``paths.output_dir`` is ``run_dir``."""
+    from hydra import compose, initialize_config_dir
+
+    from retina.config import CONFIG_DIR
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, f"paths.output_dir={run_dir}"])
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    return cfg
+
+
+def train_torchvision(run_dir: Path, overrides: Sequence[str]) -> dict | None:
+    """Train (or resume) the torchvision reference in ``run_dir``; ``None`` when it had
+    already finished. Returns the final COCO metrics in percent."""
+    from retina.config import validate_config
+    from retina.engine import rundir
+    from retina.engine.build import build_training_run
+    from retina.engine.distributed import DistInfo
+    from retina.engine.logging import write_metrics_json
+    from retina.engine.sweep import job_state
+    from retina.modeling.torchvision_reference import build_torchvision_retinanet
+
+    cfg = compose_config(run_dir, overrides)
+    validate_config(cfg)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config["implementation"] = IMPLEMENTATION  # type: ignore[index]
+    state = job_state(run_dir, config)  # type: ignore[arg-type]
+    if state.kind == "finished":
+        print(f"train_torchvision: {run_dir}: finished, skipped", flush=True)
+        return None
+    cfg.train.resume = cfg.train.resume or state.kind == "resume"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rundir.lock_run_dir(run_dir, "RUN_DIR")
+    try:
+        if not cfg.train.resume:
+            rundir.require_fresh_run_dir(run_dir, "RUN_DIR")
+        hydra_dir = run_dir / ".hydra"  # what retina-report reads a job's settings from
+        hydra_dir.mkdir(exist_ok=True)
+        (hydra_dir / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
+        (hydra_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        dist = DistInfo(rank=0, world_size=1, local_rank=0)
+        run = build_training_run(cfg, run_dir, dist, model_factory=build_torchvision_retinanet)
+        run.config["implementation"] = IMPLEMENTATION  # also in the checkpoints' config
+        start = time.perf_counter()
+        try:
+            run.trainer.train(run.start_iter, run.max_iter)
+        finally:
+            run.logger.close()
+        metrics = run.eval_hook.metrics
+        write_metrics_json(run_dir / "metrics.json", metrics, run.config,
+                           iteration=run.trainer.iteration, implementation=IMPLEMENTATION,
+                           train_seconds=round(time.perf_counter() - start, 1))
+        return metrics
+    finally:
+        rundir.release_run_dir(run_dir)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``train_torchvision.py RUN_DIR [OVERRIDES...]``; exit 1 with one line on bad input."""
+    parser = argparse.ArgumentParser(prog="train_torchvision.py", description=__doc__.split(
+        "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path, help="the run's folder (created)")
+    parser.add_argument("overrides", nargs="*", help="retina-train overrides (key=value)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
+    try:
+        metrics = train_torchvision(args.run_dir, args.overrides)
+    except user_errors() as exc:
+        print(f"train_torchvision.py: error: {one_line(exc)}", file=sys.stderr)
+        return 1
+    if metrics is not None:
+        print(f"train_torchvision: {args.run_dir}: AP {metrics.get('AP', float('nan')):.1f}",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""retina.analysis.runs: reference runs of another implementation under SWEEP/torchvision/."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from retina.analysis.axes import run_axes
+from retina.analysis.runs import collect_runs
+from retina.analysis.table import build_table
+from retina.analysis.table_format import format_markdown
+
+
+def _job(folder: Path, loss: str, seed: int, ap: float, implementation: str | None) -> None:
+    (folder / ".hydra").mkdir(parents=True)
+    overrides = [f"ablation/fl_vs_ce={loss}", f"train.seed={seed}", "+experiment=fl_vs_ce"]
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    gamma, alpha = (2.0, 0.25) if loss == "fl" else (0.0, 0.75)
+    config: dict = {"loss": {"gamma": gamma, "alpha": alpha}, "train": {"seed": seed}}
+    if implementation:
+        config["implementation"] = implementation
+    metrics = {"AP": ap, "AP50": ap + 10, "AP75": ap - 10, "config": config}
+    if implementation:
+        metrics["implementation"] = implementation
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_torchvision_runs_are_rows_of_their_own_and_not_the_reference(tmp_path: Path):
+    root = tmp_path / "sweep"
+    for job, (loss, seed, ap) in enumerate([("fl", 0, 70.0), ("fl", 1, 72.0), ("ce_a75", 0, 80.0),
+                                            ("ce_a75", 1, 82.0)]):
+        _job(root / str(job), loss, seed, ap, None)
+    for seed, ap in ((0, 75.0), (1, 77.0)):  # better than retina's FL: still not the reference
+        _job(root / "torchvision" / f"fl_{seed}", "fl", seed, ap, "torchvision")
+    runs = collect_runs(root)
+    assert [r.name for r in runs][-2:] == ["torchvision/fl_0", "torchvision/fl_1"]
+    assert [run_axes(r)["implementation"] for r in runs] == ["retina"] * 4 + ["torchvision"] * 2
+    table = build_table(runs)
+    assert "implementation" in table.columns
+    fl, ce, tv = table.groups
+    assert fl.reference and fl.axes["implementation"] == "retina"
+    assert tv.axes["implementation"] == "torchvision" and tv.stats["AP"].mean == 76.0
+    assert tv.delta.diff == 5.0
+    assert "torchvision" in format_markdown(table)
+
+
+def test_a_sweep_without_references_has_no_implementation_axis(tmp_path: Path):
+    root = tmp_path / "sweep"
+    _job(root / "0", "fl", 0, 70.0, None)
+    (runs,) = collect_runs(root)
+    assert "implementation" not in run_axes(runs)

@@ -1,0 +1,57 @@
+"""scripts/train_torchvision.py: a tiny run writes retina-train's files with
+``implementation: torchvision``, a rerun skips it, and bad input is one line, exit 1."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from retina.analysis.axes import run_axes
+from retina.analysis.runs import collect_runs
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_torchvision.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("train_torchvision", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _tiny(tmp_path: Path) -> list[str]:
+    return ["+experiment=fl_vs_ce", "ablation/fl_vs_ce=ce_a75", "train.seed=0",
+            "train.max_iter=2", "train.batch_size=2", "train.eval_period=1",
+            "train.num_workers=0", "train.vis_images=0", "train.eval_batch_size=2",
+            f"paths.data_dir={tmp_path / 'data'}", "data.generator.train=4",
+            "data.generator.val=2", "data.generator.size=64"]
+
+
+def test_tiny_run_then_rerun_skips(tmp_path: Path, capsys: pytest.CaptureFixture):
+    script = _script()
+    run_dir = tmp_path / "sweep" / "torchvision" / "ce_a75_0"
+    assert script.main([str(run_dir), *_tiny(tmp_path)]) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["implementation"] == "torchvision" and metrics["iteration"] == 2
+    assert metrics["config"]["loss"]["gamma"] == 0.0 and metrics["config"]["loss"]["alpha"] == 0.75
+    assert 0.0 <= metrics["AP"] <= 100.0
+    history = json.loads((run_dir / "metrics_history.json").read_text())
+    assert [h["iteration"] for h in history] == [1, 2]
+    (run,) = collect_runs(tmp_path / "sweep")  # a reference row of the sweep folder
+    assert run.status == "done" and run_axes(run)["implementation"] == "torchvision"
+    before = (run_dir / "metrics.json").stat().st_mtime_ns
+    assert script.main([str(run_dir), *_tiny(tmp_path)]) == 0
+    assert "finished, skipped" in capsys.readouterr().out
+    assert (run_dir / "metrics.json").stat().st_mtime_ns == before
+
+
+def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture):
+    script = _script()
+    run_dir = tmp_path / "run"
+    assert script.main([str(run_dir), *_tiny(tmp_path), "loss=ohem"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("train_torchvision.py: error: loss.gamma") and "\n" not in err
+    assert not (run_dir / "metrics.json").exists()
