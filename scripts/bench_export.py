@@ -40,6 +40,7 @@ def demo_model() -> torch.nn.Module:
 
     cfg = yaml.safe_load(Path("configs/model/retinanet_tiny.yaml").read_text())
     cfg.pop("_target_")
+    cfg.pop("defaults", None)  # the choices only; build_retinanet defaults the rest
     torch.manual_seed(0)
     return plant(build_retinanet(num_classes=3, **cfg))
 

@@ -25,7 +25,7 @@ from retina.utils.io import require_regular_file
 
 __all__ = ["OnnxDetector", "load_detector", "load_onnx", "read_onnx_metadata"]
 
-_REQUIRED = ("retina.graph", "class_names", "score_thresh", "retina.config")
+_REQUIRED = ("graph_version", "class_names", "score_thresh", "config")
 
 
 def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
@@ -53,9 +53,9 @@ def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
         metadata = {key: json.loads(value) for key, value in props.items()}
     except ValueError as err:
         raise CheckpointError(f"{path}: retina metadata is not JSON ({err})") from err
-    if metadata["retina.graph"] != GRAPH_VERSION:
+    if metadata["graph_version"] != GRAPH_VERSION:
         raise CheckpointError(
-            f"{path}: graph version {metadata['retina.graph']!r}, this retina reads "
+            f"{path}: graph version {metadata['graph_version']!r}, this retina reads "
             f"{GRAPH_VERSION!r}; export the checkpoint again"
         )
     return metadata
@@ -148,7 +148,7 @@ def load_onnx(
             "score_thresh", f"{thresh} is below the threshold exported into {path} "
             f"({metadata['score_thresh']}); export again with retina-export score_thresh={thresh}",
         )  # fmt: skip
-    config = dict(metadata["retina.config"] or {})
+    config = dict(metadata["config"] or {})
     data = dict(config.get("data") or {})
     if metadata.get("min_size") is not None:  # the metadata's sizes rule the preprocessing
         resize = dict(data.get("val_transforms") or {})
@@ -161,7 +161,7 @@ def load_onnx(
         raise CheckpointError(f"{path}: onnxruntime cannot load it ({err})") from err
     state = {
         "config": config, "cat_ids": cat_ids, "class_names": [names[str(c)] for c in cat_ids],
-        "iteration": int(metadata.get("retina.iteration", -1)),
+        "iteration": int(metadata.get("iteration", -1)),
     }  # fmt: skip
     min_side = int(metadata.get("size_divisibility", 128)) + 1
     return OnnxDetector(session, cat_ids, thresh, min_side), state
