@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = ["SCORE_ATOL", "BOX_RTOL", "first_difference", "sample_images"]
+__all__ = ["SCORE_ATOL", "BOX_RTOL", "first_difference", "sample_images", "spread_scores"]
 
 SCORE_ATOL = 1e-4
 BOX_RTOL = 1e-3  # of the image's longer side
@@ -70,3 +70,24 @@ def sample_images(sizes: Sequence[tuple[int, int]], seed: int = 0) -> list[torch
             image[:, y0 : y0 + bh, x0 : x0 + bw] = colour
         images.append(image.round())
     return images
+
+
+@torch.no_grad()
+def spread_scores(model: torch.nn.Module, batch: torch.Tensor, logit_std: float = 1.0,
+                  bias: float = -3.0, seed: int = 0) -> torch.nn.Module:  # fmt: skip
+    """Re-draw the classification layer of a random-weight RetinaNet so that its scores spread.
+
+    A random head gives logits within a hair of its prior bias: near-ties everywhere, whose
+    order no two runtimes agree on. Here the layer's weights are redrawn and scaled so that
+    on ``batch`` (``(N, 3, H, W)`` 0-255) the logits have ``logit_std`` around ``bias``:
+    distinct scores, thousands above a 0.05 threshold, none saturated.
+    """
+    layer = model.head.cls_score
+    gen = torch.Generator().manual_seed(seed)
+    layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen))
+    layer.bias.zero_()
+    x, _ = model.preprocess(batch / 255.0)
+    logits, _ = model.head(model.fpn(model.backbone(x)))
+    layer.weight.mul_(logit_std / logits.std())
+    layer.bias.fill_(bias)
+    return model.eval()
