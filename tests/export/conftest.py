@@ -44,7 +44,7 @@ def train_tiny(root: Path) -> Path:
     step = 0
     while step < ITERATIONS:
         for images, targets in loader:
-            losses = model(images, targets)
+            losses = model(images, targets).losses
             optimizer.zero_grad()
             sum(losses.values()).backward()
             optimizer.step()
