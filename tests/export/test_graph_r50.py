@@ -21,9 +21,24 @@ def r50():
     tv = retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91).eval()
     cat_ids = list(range(1, 92))
     image = torch.stack(sample_images([(800, 1333)], seed=4))
-    model = spread_scores(from_torchvision(tv), image)  # thousands of candidates reach NMS
+    # thousands of candidates reach NMS, none saturated at 1.0 (ties): calibrated on the
+    # sample image and the padded batch of the second test together
+    model = spread_scores(from_torchvision(tv), torch.cat([image, padded_batch()]))
     _, run = build_export(model, cat_ids, "onnx", {}, image)
     return model, cat_ids, run
+
+
+def padded_batch() -> torch.Tensor:
+    """Four sizes on one 800x1333 canvas, padded with noise, not zeros: on a constant region a
+    random-weight model scores every position exactly alike, and which of those tied boxes
+    survives NMS is arbitrary in either runtime (the trained tiny model is checked with
+    zero padding in test_graph.py)."""
+    sizes = [(800, 1333), (800, 1066), (750, 1333), (608, 1000)]
+    batch = torch.rand((4, 3, 800, 1333), generator=torch.Generator().manual_seed(8)) * 255
+    batch = batch.round()
+    for i, image in enumerate(sample_images(sizes, seed=7)):
+        batch[i, :, : image.shape[1], : image.shape[2]] = image
+    return batch
 
 
 def check(model, cat_ids, run, batch):
@@ -42,8 +57,5 @@ def test_r50_onnx_matches_eager_at_800x1333_both_ways(r50):
 
 @pytest.mark.slow
 def test_r50_onnx_matches_eager_on_a_padded_batch_of_four(r50):
-    sizes = [(800, 1333), (800, 1066), (750, 1333), (608, 1000)]
-    batch = torch.zeros((4, 3, 800, 1333))
-    for i, image in enumerate(sample_images(sizes, seed=7)):
-        batch[i, :, : image.shape[1], : image.shape[2]] = image
+    batch = padded_batch()
     check(*r50, batch)
