@@ -5,7 +5,7 @@ Both formats trace :class:`~retina.export.graph.DetectionGraph` once with ``torc
 (batch, height and width dynamic); ONNX is translated from that program by the dynamo
 exporter (opset 18) with NMS as ONNX's ``NonMaxSuppression``. The metadata (docs/deploy.md)
 goes into the ONNX model's ``metadata_props``, and beside a ``.pt2`` as ``<out>.json`` (and
-inside it as the extra file ``retina.json``).
+inside it as the extra file ``metadata.json``).
 """
 
 from __future__ import annotations
@@ -51,10 +51,10 @@ def build_metadata(state: Mapping[str, Any], checkpoint: str, model: torch.nn.Mo
     data = config.get("data") if isinstance(config.get("data"), Mapping) else {}
     resize = data.get("val_transforms") if isinstance(data.get("val_transforms"), Mapping) else {}
     return {
-        "retina.graph": GRAPH_VERSION,
-        "retina.version": __version__,
-        "retina.checkpoint": str(Path(checkpoint).resolve()),
-        "retina.iteration": int(state.get("iteration", -1)),
+        "graph_version": GRAPH_VERSION,
+        "retina_version": __version__,
+        "checkpoint": str(Path(checkpoint).resolve()),
+        "iteration": int(state.get("iteration", -1)),
         "min_size": resize.get("min_size"),
         "max_size": resize.get("max_size"),
         "class_names": {
@@ -64,7 +64,7 @@ def build_metadata(state: Mapping[str, Any], checkpoint: str, model: torch.nn.Mo
         "nms_thresh": float(model.nms_thresh),
         "detections_per_img": int(model.detections_per_img),
         "size_divisibility": int(model.size_divisibility),
-        "retina.config": {key: config.get(key) for key in ("model", "loss", "data")},
+        "config": {key: config.get(key) for key in ("model", "loss", "data")},
     }
 
 
@@ -159,7 +159,7 @@ def build_export(
         data = _onnx_bytes(program, metadata)
         return data, _onnx_runner(data)
     buffer = io.BytesIO()
-    torch.export.save(program, buffer, extra_files={"retina.json": json.dumps(metadata)})
+    torch.export.save(program, buffer, extra_files={"metadata.json": json.dumps(metadata)})
     return buffer.getvalue(), program.module()
 
 

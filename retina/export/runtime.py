@@ -18,14 +18,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from retina.errors import CheckpointError, ConfigError
+from retina.errors import CheckpointError, ConfigError, DataError
 from retina.export.exporter import GRAPH_VERSION
 from retina.export.graph import INPUT_NAME
 from retina.utils.io import require_regular_file
 
 __all__ = ["OnnxDetector", "load_detector", "load_onnx", "read_onnx_metadata"]
 
-_REQUIRED = ("retina.graph", "class_names", "score_thresh", "retina.config")
+_REQUIRED = ("graph_version", "class_names", "score_thresh", "config")
 
 
 def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
@@ -53,9 +53,9 @@ def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
         metadata = {key: json.loads(value) for key, value in props.items()}
     except ValueError as err:
         raise CheckpointError(f"{path}: retina metadata is not JSON ({err})") from err
-    if metadata["retina.graph"] != GRAPH_VERSION:
+    if metadata["graph_version"] != GRAPH_VERSION:
         raise CheckpointError(
-            f"{path}: graph version {metadata['retina.graph']!r}, this retina reads "
+            f"{path}: graph version {metadata['graph_version']!r}, this retina reads "
             f"{GRAPH_VERSION!r}; export the checkpoint again"
         )
     return metadata
@@ -67,16 +67,19 @@ class OnnxDetector(nn.Module):
     Args:
         session: ``onnxruntime.InferenceSession`` of a ``retina-export`` model.
         cat_ids: category id of each contiguous label (output labels are mapped back).
+        min_side: the smallest height and width the graph takes (``size_divisibility + 1``).
         score_thresh: keep detections scoring at least this (None: all the graph returns).
             Filtering after the graph equals a higher threshold inside it: NMS and the
             per-image cut only ever drop lower-scored boxes.
     """
 
     def __init__(
-        self, session: Any, cat_ids: Sequence[int], score_thresh: float | None = None
-    ) -> None:
+        self, session: Any, cat_ids: Sequence[int], score_thresh: float | None = None,
+        min_side: int = 129,
+    ) -> None:  # fmt: skip
         super().__init__()
         self.session = session
+        self.min_side = min_side
         self.label_of = {int(c): i for i, c in enumerate(cat_ids)}
         self.score_thresh = score_thresh
 
@@ -84,6 +87,12 @@ class OnnxDetector(nn.Module):
         """``images``: ``(3, H, W)`` tensors, uint8 or float in [0, 1] (as RetinaNet takes).
         Images of one size run as one batch; otherwise one by one (no padding of its own)."""
         images = list(images)
+        for i, im in enumerate(images):
+            if min(im.shape[-2:]) < self.min_side:
+                raise DataError(
+                    f"images[{i}]: {tuple(im.shape[-2:])} px; the exported graph takes sides "
+                    f"of at least {self.min_side} px (resize with min_size)"
+                )
         if len({tuple(im.shape) for im in images}) == 1:
             groups = [images]
         else:
@@ -139,7 +148,7 @@ def load_onnx(
             "score_thresh", f"{thresh} is below the threshold exported into {path} "
             f"({metadata['score_thresh']}); export again with retina-export score_thresh={thresh}",
         )  # fmt: skip
-    config = dict(metadata["retina.config"] or {})
+    config = dict(metadata["config"] or {})
     data = dict(config.get("data") or {})
     if metadata.get("min_size") is not None:  # the metadata's sizes rule the preprocessing
         resize = dict(data.get("val_transforms") or {})
@@ -152,9 +161,10 @@ def load_onnx(
         raise CheckpointError(f"{path}: onnxruntime cannot load it ({err})") from err
     state = {
         "config": config, "cat_ids": cat_ids, "class_names": [names[str(c)] for c in cat_ids],
-        "iteration": int(metadata.get("retina.iteration", -1)),
+        "iteration": int(metadata.get("iteration", -1)),
     }  # fmt: skip
-    return OnnxDetector(session, cat_ids, thresh), state
+    min_side = int(metadata.get("size_divisibility", 128)) + 1
+    return OnnxDetector(session, cat_ids, thresh, min_side), state
 
 
 def load_detector(path: str, overrides: Mapping[str, Any] | None = None) -> tuple[nn.Module, dict]:

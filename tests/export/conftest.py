@@ -27,6 +27,7 @@ def train_tiny(root: Path) -> Path:
     data_root = root / "shapes"
     make_shapes_dataset(data_root, train=24, val=12, size=SIZE, num_classes=3, workers=1)
     model_cfg = yaml.safe_load((REPO / "configs/model/retinanet_tiny.yaml").read_text())
+    del model_cfg["defaults"]  # the choices only; the constructors default the rest
     loss_cfg = yaml.safe_load((REPO / "configs/loss/focal.yaml").read_text())
     data_cfg = yaml.safe_load((REPO / "configs/data/shapes.yaml").read_text())
     data_cfg.update(root=str(data_root), generator=None)
@@ -43,7 +44,7 @@ def train_tiny(root: Path) -> Path:
     step = 0
     while step < ITERATIONS:
         for images, targets in loader:
-            losses = model(images, targets)
+            losses = model(images, targets).losses
             optimizer.zero_grad()
             sum(losses.values()).backward()
             optimizer.step()

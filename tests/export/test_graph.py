@@ -83,5 +83,5 @@ def test_onnx_graph_uses_only_standard_ops_and_carries_metadata(tiny_onnx, tiny_
     props = {p.key: p.value for p in proto.metadata_props}
     assert props["class_names"] == '{"1": "circle", "2": "square", "3": "triangle"}'
     assert props["min_size"] == props["max_size"] == "160"
-    assert str(tiny_checkpoint.resolve()) in props["retina.checkpoint"]
-    assert props["retina.version"].strip('"')
+    assert str(tiny_checkpoint.resolve()) in props["checkpoint"]
+    assert props["retina_version"].strip('"')

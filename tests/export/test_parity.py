@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from retina.export.parity import first_difference, sample_images
+from retina.export.parity import first_difference, sample_images, spread_scores
 
 CAT_IDS = [3, 7]
 
@@ -49,3 +49,27 @@ def test_sample_images_are_deterministic_pixels():
     a, b = sample_images([(150, 170)]), sample_images([(150, 170)])
     assert torch.equal(a[0], b[0]) and a[0].shape == (3, 150, 170)
     assert a[0].min() >= 0 and a[0].max() <= 255 and torch.equal(a[0], a[0].round())
+
+
+def test_spread_scores_gives_distinct_unsaturated_detections():
+    from retina.modeling import build_retinanet
+
+    torch.manual_seed(0)
+    model = build_retinanet(num_classes=5, depth=10, norm="bn", freeze_at=0, fpn_channels=16,
+                            num_convs=1).eval()  # fmt: skip
+    batch = torch.stack(sample_images([(160, 200)]))
+    with torch.no_grad():
+        before = model(batch / 255.0)[0]["scores"]
+        after = spread_scores(model, batch)(batch / 255.0)[0]["scores"]
+    assert len(before) == 0  # a random head scores everything near its prior, 0.01
+    assert len(after) == 100 and after.max() < 0.99
+    assert len(set(after.tolist())) == 100  # no ties for the runtimes to order differently
+
+
+def test_rows_are_matched_not_compared_in_order():
+    eager, out = eager_and_outputs()
+    eager[0]["scores"][1] = 0.9 - 1e-6  # two detections a rounding apart ...
+    out[1][0, 1] = 0.9 - 1e-6
+    for o in out[:3]:  # ... come out of the export in the other order
+        o[0, [0, 1]] = o[0, [1, 0]]
+    assert first_difference(eager, out, CAT_IDS, (100, 80)) is None

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import onnx
 import pytest
+from omegaconf import OmegaConf
 from onnx import TensorProto, helper
 
 from retina.errors import CheckpointError, ConfigError
@@ -53,27 +54,44 @@ def test_a_threshold_below_the_exported_one_is_refused(tiny_onnx):
         load_detector(str(tiny_onnx), {"score_thresh": 0.01})
 
 
-def test_eval_and_predict_with_the_onnx_model_match_the_checkpoint(tiny_checkpoint, tiny_onnx,
-                                                                   tmp_path):  # fmt: skip
+def eager_and_onnx_ap(checkpoint: Path, onnx_model: Path) -> dict[str, dict]:
+    """What retina-eval does, in this process, for both models."""
+    from torch.utils.data import DataLoader
+
+    from retina.data import collate_detection
+    from retina.engine.evaluation import evaluate_detections, run_inference
+    from retina.engine.inference import build_val_dataset, data_config
+
     metrics = {}
-    for name, model in (("ckpt", tiny_checkpoint), ("onnx", tiny_onnx)):
-        proc = run_cli("retina.cli.eval", f"checkpoint={model}", f"hydra.run.dir={tmp_path / name}",
-                       "eval.num_workers=0", cwd=tmp_path)  # fmt: skip
-        assert proc.returncode == 0, proc.stderr
-        metrics[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+    for name, path in (("ckpt", checkpoint), ("onnx", onnx_model)):
+        model, state = load_detector(str(path))
+        data_cfg, where = data_config(OmegaConf.create({"data": None}), state, str(path))
+        dataset = build_val_dataset(data_cfg, Path(str(data_cfg.root)), where)
+        loader = DataLoader(dataset, batch_size=4, collate_fn=collate_detection)
+        metrics[name] = evaluate_detections(run_inference(model, loader, "cpu"), dataset)
+    return metrics
+
+
+def test_eval_ap_of_the_onnx_model_equals_the_checkpoints(tiny_checkpoint, tiny_onnx):
+    metrics = eager_and_onnx_ap(tiny_checkpoint, tiny_onnx)
     assert metrics["ckpt"]["AP50"] > 0  # the tiny model has learnt something
     for key in ("AP", "AP50", "AR100"):
         assert abs(metrics["onnx"][key] - metrics["ckpt"][key]) <= 0.1, key
 
+
+def test_predict_with_the_onnx_model_finds_the_checkpoints_detections(tiny_checkpoint, tiny_onnx,
+                                                                      tmp_path):  # fmt: skip
+    from retina.cli.predict import predict
+
     images = tiny_checkpoint.parent.parent / "shapes/val"
     found = {}
     for name, model in (("ckpt", tiny_checkpoint), ("onnx", tiny_onnx)):
-        out = tmp_path / f"pred_{name}"
-        proc = run_cli("retina.cli.predict", f"checkpoint={model}", f"input={images}",
-                       f"output={out}", f"hydra.run.dir={tmp_path / ('p' + name)}",
-                       "score_thresh=0.1", cwd=tmp_path)  # fmt: skip
-        assert proc.returncode == 0, proc.stderr
-        found[name] = json.loads((out / "detections.json").read_text())["images"]
+        cfg = OmegaConf.create({
+            "checkpoint": str(model), "input": str(images), "output": str(tmp_path / name),
+            "score_thresh": 0.1, "device": "cpu", "batch_size": 4, "min_size": None,
+            "max_size": None,
+        })  # fmt: skip
+        found[name] = predict(cfg, tmp_path)["images"]
     assert sum(len(r["detections"]) for r in found["ckpt"]) > 0
     for want, got in zip(found["ckpt"], found["onnx"], strict=True):
         assert [d["category_id"] for d in got["detections"]] == \
@@ -83,17 +101,28 @@ def test_eval_and_predict_with_the_onnx_model_match_the_checkpoint(tiny_checkpoi
             assert abs(a["score"] - b["score"]) <= 2e-4
 
 
+@pytest.mark.slow
+def test_retina_eval_command_runs_the_onnx_model(tiny_onnx, tmp_path):
+    proc = run_cli("retina.cli.eval", f"checkpoint={tiny_onnx}", f"hydra.run.dir={tmp_path}",
+                   "eval.num_workers=0", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["checkpoint"] == str(tiny_onnx) and metrics["AP50"] > 0
+
+
 def test_predict_with_a_foreign_onnx_file_is_one_line(tmp_path):
-    model = foreign_onnx(tmp_path / "foreign.onnx")
-    image = tmp_path / "images"
-    image.mkdir()
     from PIL import Image
 
-    Image.new("RGB", (160, 160), (90, 90, 90)).save(image / "a.png")
-    proc = run_cli("retina.cli.predict", f"checkpoint={model}", f"input={image}",
-                   f"output={tmp_path / 'out'}", f"hydra.run.dir={tmp_path / 'run'}",
-                   cwd=tmp_path)  # fmt: skip
-    assert proc.returncode == 1
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "not an ONNX model written by retina-export" in lines[0], lines
+    from retina.cli.predict import predict
+
+    model = foreign_onnx(tmp_path / "foreign.onnx")
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (160, 160), (90, 90, 90)).save(tmp_path / "images/a.png")
+    cfg = OmegaConf.create({
+        "checkpoint": str(model), "input": str(tmp_path / "images"),
+        "output": str(tmp_path / "out"), "score_thresh": 0.3, "device": "cpu",
+        "batch_size": 1, "min_size": None, "max_size": None,
+    })  # fmt: skip
+    with pytest.raises(CheckpointError, match="not an ONNX model written by retina-export"):
+        predict(cfg, tmp_path)
     assert not (tmp_path / "out").exists()
