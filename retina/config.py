@@ -192,6 +192,22 @@ def _check_loss(cfg: DictConfig) -> None:
 def _check_model(cfg: DictConfig) -> None:
     check_target_keys(cfg, "model", injected=("num_classes", "cls_loss"))
     _check_built(cfg, "model", num_classes=1, cls_loss=None)
+    _check_freeze_at(cfg)
+
+
+def _check_freeze_at(cfg: DictConfig) -> None:
+    """Freezing a stage keeps its weights as they were built: with ``model.weights`` null
+    they are random, which no training run wants. Refused rather than silently ignored,
+    since a config that sets both asked for two incompatible things."""
+    if not (_has(cfg, "model.freeze_at") and _has(cfg, "model.weights")):
+        return
+    freeze_at = _get(cfg, "model.freeze_at")
+    if _get(cfg, "model.weights") is None and _is_int(freeze_at) and freeze_at > 0:
+        raise ConfigError(
+            "model.freeze_at",
+            f"{freeze_at} would freeze randomly initialised stages (model.weights is null); "
+            "set model.freeze_at=0 to train from scratch, or load weights (model.weights=...)",
+        )
 
 
 def _check_train(cfg: DictConfig) -> None:

@@ -55,6 +55,10 @@ class ResultsError(RuntimeError):
     """A results file cannot be written (disk full, unwritable folder)."""
 
 
+class ExportError(RuntimeError):
+    """An exported model does not reproduce eager inference (names the output that differs)."""
+
+
 class NonFiniteLossError(RuntimeError):
     """Too many non-finite losses or gradients in a row; the run stops."""
 
@@ -85,4 +89,4 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from omegaconf.errors import OmegaConfBaseException
 
     return (ConfigError, DataError, CheckpointError, ResultsError, NonFiniteLossError,
-            HydraException, OmegaConfBaseException)  # fmt: skip
+            ExportError, HydraException, OmegaConfBaseException)  # fmt: skip

@@ -22,6 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from retina.errors import ResultsError
+from retina.utils.io import require_output_file, require_output_folder, write_text_atomic
+
 COCO_CAT_IDS = [i for i in range(1, 91) if i not in
                 (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)]  # train2017's 80 category ids
 
@@ -223,6 +226,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="do not measure worker growth for the pycocotools baseline")
     args = parser.parse_args(argv)
     out = Path(args.out)
+    try:
+        require_output_folder(out, "--out")
+        for name in ("results.json", "results.md", "instances_bench.json"):
+            require_output_file(out / name)
+    except ResultsError as exc:
+        raise SystemExit(f"bench_data: error: {exc}") from None
     out.mkdir(parents=True, exist_ok=True)
     scale = 10 if args.quick else 1
     ann = out / "instances_bench.json"
@@ -255,8 +264,8 @@ def main(argv: list[str] | None = None) -> int:
             make_shapes_dataset(shapes, train=64, val=0, size=320, seed=0, workers=1)
         res["throughput"] = _run(_THROUGHPUT, shapes, args.seconds)
         print("throughput", res["throughput"], flush=True)
-    (out / "results.json").write_text(json.dumps(res, indent=2, sort_keys=True))
-    (out / "results.md").write_text(render_markdown(res))
+    write_text_atomic(out / "results.json", json.dumps(res, indent=2, sort_keys=True))
+    write_text_atomic(out / "results.md", render_markdown(res))
     print(render_markdown(res))
     ann.unlink()
     return 0

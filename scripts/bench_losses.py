@@ -44,7 +44,6 @@ Usage: python scripts/bench_losses.py [--out bench_results/losses.json] [--repea
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -55,9 +54,11 @@ from pathlib import Path
 import torch
 from torchvision.ops import sigmoid_focal_loss as tv_sigmoid_focal_loss
 
+from retina.errors import ResultsError
 from retina.modeling.losses import FocalLoss
 from retina.ops import sigmoid_focal_loss, sigmoid_focal_loss_from_labels
 from retina.ops.focal_reference import sigmoid_focal_loss_from_labels_reference
+from retina.utils.io import require_output_file, write_json_atomic
 
 CPU_SHAPE = (98_208, 80)
 CUDA_ANCHORS = 16 * 9 * sum((896 // s) * (1408 // s) for s in (8, 16, 32, 64, 128))
@@ -210,7 +211,7 @@ def run_device(device: str, backend: str, repeats: int) -> dict:
 def table(results: list[dict]) -> str:
     rows = [
         "| device | backend | loss | time (ms) | vs torchvision | peak extra (MiB) | "
-        "vs torchvision | first call incl. compile (s) |",
+        "vs torchvision | first call (s) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for res in results:
@@ -359,6 +360,10 @@ def main() -> None:
         return
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
+    try:
+        require_output_file(args.out, "--out")
+    except ResultsError as exc:
+        raise SystemExit(f"bench_losses: error: {exc}") from None
     torch.set_num_threads(args.threads)
     if args.train_step:
         train_steps(parser, args)
@@ -383,8 +388,7 @@ def main() -> None:
         for device in devices:
             if device == "cuda" or backend == "eager":  # triton on CPU tensors is eager
                 results.append(run_device(device, backend, args.repeats))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    write_json_atomic(args.out, {"meta": meta, "results": results}, indent=2)
     print(table(results))
     if "copy_GBps" in meta:
         print(f"\n{meta['cuda_device']}: device-to-device copy {meta['copy_GBps']:.0f} GB/s")
@@ -406,8 +410,7 @@ def train_steps(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     for name in models:
         results.append(train_step_bench(name, backends, args.repeats))
         print(step_table(results[-1:]), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "train_step": results}, indent=2))
+    write_json_atomic(args.out, {"meta": meta, "train_step": results}, indent=2)
     print(step_table(results))
     print(f"\nwrote {args.out}")
 

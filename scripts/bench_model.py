@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import json
 import math
 import os
 import statistics
@@ -38,6 +37,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from retina.errors import ResultsError
+from retina.utils.io import require_output_file, write_json_atomic, write_text_atomic
 
 
 def build_pair(num_classes: int, height: int, width: int, device: torch.device, div: int):
@@ -186,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="run only these measurements")
     p.add_argument("--out", type=Path, default=Path("bench_model"), help="writes OUT.json/.md")
     args = p.parse_args(argv)
+    try:
+        for suffix in (".json", ".md"):
+            require_output_file(f"{args.out}{suffix}", "--out")
+    except ResultsError as exc:
+        raise SystemExit(f"bench_model: error: {exc}") from None
     cuda = args.device == "cuda"
     if cuda and not torch.cuda.is_available():
         print("--device cuda: no CUDA device available", file=sys.stderr)
@@ -330,9 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         "speedup": {k: v["tv"] / v["ours"] for k, v in results.items()},
         "images_per_second": {k: batch / v for k, v in results.get("train_step", {}).items()},
     }  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{args.out}.json").write_text(json.dumps(record, indent=2))
-    Path(f"{args.out}.md").write_text(markdown(record))
+    write_json_atomic(f"{args.out}.json", record, indent=2)
+    write_text_atomic(f"{args.out}.md", markdown(record))
     print(markdown(record))
     return 0
 

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import torch
 
-from retina.errors import ConfigError
+from retina.errors import ConfigError, ResultsError
 from retina.modeling.pretrained import is_weights_file, load_weights
 from retina.modeling.torchvision import convert_state_dict, infer_config_from_state_dict
+from retina.utils.io import atomic_write, require_output_file
 
 WEIGHTS_NAMES = (
     "RetinaNet_ResNet50_FPN_Weights.COCO_V1",
@@ -94,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output", type=Path, help="checkpoint to write")
     parser.add_argument("--norm-eps", type=float, default=None, help="backbone norm epsilon")
     args = parser.parse_args(argv)
+    try:
+        require_output_file(args.output, "output")
+    except ResultsError as exc:
+        raise SystemExit(f"convert_torchvision: error: {exc}") from None
     state = _load_state(args.input)
     try:
         ckpt = build_checkpoint(state, args.norm_eps)
@@ -110,8 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.input}: does not fit the model (missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]})")  # fmt: skip
     ckpt["model"] = model.state_dict()  # complete, with the normalisation buffers
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(ckpt, args.output)
+    try:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(args.output, lambda handle: torch.save(ckpt, handle))
+    except OSError as err:
+        raise SystemExit(f"convert_torchvision: error: {args.output}: cannot write "
+                         f"({err.strerror or err})") from None
     kind = "v2" if kwargs["p6_from"] == "c5" else "v1"
     print(f"wrote {args.output}: torchvision RetinaNet {kind}, {kwargs['num_classes']} classes, "
           f"ResNet-{kwargs['depth']}, norm_eps={kwargs['norm_eps']}")  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -82,7 +83,8 @@ def test_every_loss_instantiates(tmp_path, loss):
 def test_every_model_instantiates(tmp_path, model):
     overrides = [f"model={model}"]
     if model != "retinanet_tiny":
-        overrides.append("model.weights=null")  # no weight files in the test environment
+        # no weight files in the test environment; random stages cannot be frozen
+        overrides += ["model.weights=null", "model.freeze_at=0"]
     cfg = _compose(overrides, tmp_path)
     validate_config(cfg)
     net = build_model(cfg.model, cfg.loss, num_classes=3)
@@ -156,6 +158,20 @@ def test_bad_values_name_their_key(tmp_path, override, key):
         validate_config(cfg)
     assert err.value.key == key
     assert str(err.value).startswith(f"{key}: ") and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("model", ["retinanet_r18_fpn", "retinanet_r50_fpn", "retinanet_tiny"])
+def test_freezing_random_stages_is_refused(tmp_path, model):
+    """``model.weights=null`` with the configs' ``freeze_at: 2`` would train with random stem
+    and res2 weights frozen for the whole run: one line telling what to set instead."""
+    cfg = _compose([f"model={model}", "model.weights=null", "model.freeze_at=2"], tmp_path)
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    assert str(err.value) == (
+        "model.freeze_at: 2 would freeze randomly initialised stages (model.weights is null); "
+        "set model.freeze_at=0 to train from scratch, or load weights (model.weights=...)")
+    validate_config(_compose([f"model={model}", "model.weights=null", "model.freeze_at=0"],
+                             tmp_path))
 
 
 def test_null_alpha_and_prior_are_allowed(tmp_path):
@@ -254,3 +270,17 @@ def test_a_generated_dataset_must_match_the_generator(tmp_path):
     # a root chosen by hand holds the user's own data: the generator does not describe it
     mine = _compose([*tiny, f"data.root={root}", "paths.data_dir=/elsewhere"], tmp_path)
     assert prepare_data_root(mine.data, DistInfo()) == root
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("+data.generator.colour=red", "unknown generator option(s) colour"),
+    ("data.generator.max_objects=1", "max_objects >= 3"),
+])
+def test_bad_generator_options_are_one_line(tmp_path, override, message):
+    from retina.engine.build import prepare_data_root
+    from retina.engine.distributed import DistInfo
+
+    cfg = _compose([override, "data.generator.train=2", "data.generator.val=1"], tmp_path)
+    with pytest.raises(ConfigError, match=r"^data.generator: .*" + re.escape(message)):
+        prepare_data_root(cfg.data, DistInfo())
+    assert not any(tmp_path.iterdir())

@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from retina.data.validate import validate_coco
-from retina.utils.interrupts import exit_on_interrupt
+from retina.cli import exit_on_interrupt
+
+with exit_on_interrupt("retina-check-data"):  # Ctrl-C while loading: one line
+    from retina.data.validate import validate_coco
 
 __all__ = ["main"]
 

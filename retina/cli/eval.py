@@ -66,12 +66,8 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     from retina.engine import distributed, rundir
     from retina.engine.build import build_val_loader, prepare_data_root
     from retina.engine.evaluation import evaluate_detections, format_metrics_table, run_inference
-    from retina.engine.inference import (
-        build_val_dataset,
-        check_label_mapping,
-        data_config,
-        load_for_inference,
-    )
+    from retina.engine.inference import build_val_dataset, check_label_mapping, data_config
+    from retina.export.runtime import load_detector
     from retina.utils.device import select_device
     from retina.utils.io import write_json_atomic
 
@@ -81,7 +77,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     overrides = {}
     if cfg.eval.score_thresh is not None:
         overrides["score_thresh"] = float(cfg.eval.score_thresh)
-    model, state = load_for_inference(path, overrides)
+    model, state = load_detector(path, overrides)  # a checkpoint, or a retina-export .onnx
     data_cfg, where = data_config(cfg, state, path)
 
     dist = distributed.init_distributed(device.type)

@@ -6,6 +6,8 @@ import argparse
 from collections.abc import Sequence
 
 from retina.cli import exit_on_interrupt
+from retina.errors import ResultsError
+from retina.utils.io import require_output_folder
 
 with exit_on_interrupt("retina-make-shapes"):  # Ctrl-C while loading: one line
     from retina.data.shapes import SHAPE_NAMES, make_shapes_dataset
@@ -32,6 +34,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--distractor-shapes", type=int, default=0,
                         help="up to N unannotated shapes of the kinds that are not classes")
     args = parser.parse_args(argv)
+    try:
+        require_output_folder(args.out, "--out")
+    except ResultsError as exc:
+        parser.exit(1, f"retina-make-shapes: error: {exc}\n")
     try:
         out = make_shapes_dataset(args.out, args.train, args.val, args.size, args.seed,
                                   args.num_classes, args.long_tail, args.max_objects, args.workers,

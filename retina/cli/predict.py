@@ -26,8 +26,8 @@ with exit_on_interrupt("retina-predict"):  # Ctrl-C while loading: one line
     from retina.cli.common import exit_on_user_error, required_value, run_cli
     from retina.config import CONFIG_DIR
     from retina.data.images import IMAGE_SUFFIXES, read_image
-    from retina.engine.inference import load_for_inference
     from retina.errors import ConfigError
+    from retina.export.runtime import load_detector
     from retina.utils.device import select_device
     from retina.utils.io import save_image_atomic, write_json_atomic
     from retina.utils.vis import draw_detections
@@ -111,7 +111,7 @@ def predict(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     paths = list_images(source)
     if output.resolve() in {p.parent.resolve() for p in paths}:
         raise ConfigError("output", f"{output} is the input folder (its images would be lost)")
-    model, state = load_for_inference(checkpoint, {"score_thresh": float(thresh)})
+    model, state = load_detector(checkpoint, {"score_thresh": float(thresh)})
     class_names, cat_ids = list(state["class_names"]), list(state["cat_ids"])
     transforms = _transforms(cfg, state)
 

@@ -25,7 +25,8 @@ import numpy as np
 
 from retina.errors import DataError
 
-__all__ = ["EXIF_ORIENTATION", "IMAGE_SUFFIXES", "image_size", "read_image"]
+__all__ = ["EXIF_ORIENTATION", "IMAGE_SUFFIXES", "SWAPS_AXES", "image_header", "image_size",
+           "read_image", "upright_box"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 """File suffixes (lower case) taken as images when a folder is listed (``retina-predict``,
@@ -34,7 +35,8 @@ the converters); :func:`read_image` itself goes by the content."""
 EXIF_ORIENTATION = 0x0112
 """EXIF tag of the orientation (1 = upright; 5..8 swap width and height)."""
 
-_SWAPS_AXES = frozenset({5, 6, 7, 8})
+SWAPS_AXES = frozenset({5, 6, 7, 8})
+"""EXIF orientations whose upright image is the stored one turned by 90 degrees."""
 
 
 def _reason(exc: BaseException) -> str:
@@ -121,8 +123,9 @@ def read_image(path: str | Path) -> np.ndarray:
     return _transpose(array, orientation) if orientation != 1 else array
 
 
-def image_size(path: str | Path) -> tuple[int, int]:
-    """``(width, height)`` of :func:`read_image`'s result, from the header (nothing decoded).
+def image_header(path: str | Path) -> tuple[tuple[int, int], int]:
+    """``((width, height), orientation)``: the *stored* frame's size and the EXIF orientation
+    (1..8, 1 when absent or broken), from the header (nothing decoded).
 
     Raises:
         DataError: as :func:`read_image`, for what the header already shows.
@@ -136,4 +139,30 @@ def image_size(path: str | Path) -> tuple[int, int]:
         raise DataError(f"{path}: image file is missing") from None
     except Exception as exc:  # noqa: BLE001 - decoders raise many types
         raise DataError(f"{path}: cannot read image ({_reason(exc)})") from None
-    return (height, width) if orientation in _SWAPS_AXES else (width, height)
+    return (width, height), orientation
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` of :func:`read_image`'s result, from the header (nothing decoded).
+
+    Raises:
+        DataError: as :func:`read_image`, for what the header already shows.
+    """
+    (width, height), orientation = image_header(path)
+    return (height, width) if orientation in SWAPS_AXES else (width, height)
+
+
+def upright_box(box: tuple[float, float, float, float], stored_size: tuple[int, int],
+                orientation: int) -> tuple[float, float, float, float]:
+    """A box ``(x1, y1, x2, y2)`` drawn on the stored pixels of a ``stored_size``
+    ``(width, height)`` image -> the same box on :func:`read_image`'s upright pixels, for EXIF
+    ``orientation`` 1..8 (the transform of :func:`_transpose`, on continuous coordinates)."""
+    x1, y1, x2, y2 = box
+    width, height = stored_size
+    if orientation in (2, 4, 5, 7):  # mirror left-right first
+        x1, x2 = width - x2, width - x1
+    turns = {1: 0, 2: 0, 3: 2, 4: 2, 5: 1, 6: 3, 7: 3, 8: 1}[orientation]
+    for _ in range(turns):  # 90° counter-clockwise: (x, y) -> (y, W - x), size -> (H, W)
+        x1, y1, x2, y2 = y1, width - x2, y2, width - x1
+        width, height = height, width
+    return x1, y1, x2, y2

@@ -287,12 +287,10 @@ def generator_options(**options: Any) -> dict[str, Any]:
     Raises:
         ValueError: an option :func:`make_shapes_dataset` does not take.
     """
-    params = inspect.signature(make_shapes_dataset).parameters
-    defaults = {name: p.default for name, p in params.items() if name not in ("out", "workers")}
-    unknown = sorted(set(options) - set(defaults))
+    unknown = sorted(set(options) - set(_OPTION_DEFAULTS))
     if unknown:
         raise ValueError(f"unknown generator option(s) {', '.join(unknown)}")
-    return {**defaults, **options}
+    return {**_OPTION_DEFAULTS, **options}
 
 
 def recorded_options(root: str | Path) -> dict[str, Any] | None:
@@ -411,3 +409,10 @@ def make_shapes_dataset(out: str | Path, train: int = 500, val: int = 100, size:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+_OPTION_DEFAULTS: dict[str, Any] = {
+    name: param.default
+    for name, param in inspect.signature(make_shapes_dataset).parameters.items()
+    if name not in ("out", "workers")
+}

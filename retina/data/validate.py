@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from retina.data.columns import BOX_TOLERANCE, columns_are_valid, extract_columns
-from retina.data.images import read_image
+from retina.data.images import SWAPS_AXES, image_header, read_image
 from retina.errors import DataError
 from retina.utils.io import non_regular_kind
 
@@ -254,14 +254,57 @@ def check_coco_dict(data: Any, source: str = "<annotations>") -> list[Problem]:
     return names + problems
 
 
+def _boxes_outside(data: dict) -> dict[int, list[tuple[int, list]]]:
+    """Image id -> ``(annotation id, bbox)`` of its well-formed boxes that reach beyond the
+    image's JSON width or height (by more than ``BOX_TOLERANCE``)."""
+    sizes = {img["id"]: (img["width"], img["height"]) for img in data["images"]
+             if isinstance(img, dict) and _is_int(img.get("id"))
+             and _is_int(img.get("width")) and _is_int(img.get("height"))}
+    outside: dict[int, list[tuple[int, list]]] = {}
+    annotations = data.get("annotations")
+    for ann in annotations if isinstance(annotations, list) else ():
+        if not isinstance(ann, dict):
+            continue
+        image_id, bbox = ann.get("image_id"), ann.get("bbox")
+        size = sizes.get(image_id) if _is_int(image_id) else None
+        if size is None or not (isinstance(bbox, list) and len(bbox) == 4
+                                and all(_is_number(v) for v in bbox)):
+            continue
+        x, y, w, h = bbox
+        if x + w > size[0] + BOX_TOLERANCE or y + h > size[1] + BOX_TOLERANCE:
+            outside.setdefault(image_id, []).append((ann.get("id"), bbox))
+    return outside
+
+
+def _stored_frame_boxes(path: Path, where: str, image_id: int, upright: tuple[int, int],
+                        boxes: list[tuple[int, list]]) -> list[Problem]:
+    """Errors for ``boxes`` that lie outside the upright image at ``path`` but inside its
+    stored frame, when it has an EXIF orientation that swaps width and height: they were
+    drawn on the stored pixels and land elsewhere once the image is turned upright."""
+    stored, orientation = image_header(path)
+    if orientation not in SWAPS_AXES:
+        return []
+    return [Problem(f"{where}: annotation id {ann_id}: bbox {bbox} lies outside the "
+                    f"{upright[0]}x{upright[1]} image (upright by its EXIF orientation "
+                    f"{orientation}) but inside its stored {stored[0]}x{stored[1]} pixels: "
+                    "drawn on the un-rotated image? Turn the boxes upright (retina-convert-"
+                    "data voc does) or remove the EXIF orientation", image_id, ann_id,
+                    file=str(path))
+            for ann_id, bbox in boxes
+            if bbox[0] + bbox[2] <= stored[0] + BOX_TOLERANCE
+            and bbox[1] + bbox[3] <= stored[1] + BOX_TOLERANCE]
+
+
 def check_image_files(data: dict, image_root: str | Path) -> list[Problem]:
     """Decode every image as training does (:func:`~retina.data.images.read_image`: upright
-    by its EXIF orientation); report missing, unreadable or mis-sized files."""
+    by its EXIF orientation); report missing, unreadable or mis-sized files, and boxes beyond
+    an EXIF-oriented image that fit its stored frame (drawn before it was turned upright)."""
     problems: list[Problem] = []
     root = Path(image_root)
     images = data.get("images")
     if not isinstance(images, list):  # reported by the JSON checks
         return problems
+    outside = _boxes_outside(data)
     for img in images:
         if not (isinstance(img, dict) and isinstance(img.get("file_name"), str)):
             continue
@@ -287,6 +330,8 @@ def check_image_files(data: dict, image_root: str | Path) -> list[Problem]:
             problems.append(Problem(f"{where}: image is {size[0]}x{size[1]}{upright} but the "
                                     f"JSON says {expected[0]}x{expected[1]}", image_id,
                                     file=str(path)))
+        elif outside.get(image_id):
+            problems += _stored_frame_boxes(path, where, image_id, size, outside[image_id])
     return problems
 
 
@@ -304,7 +349,9 @@ def validate_coco(ann_file: str | Path, image_root: str | Path | None = None,
         return problems
     problems = check_coco_dict(data, str(ann_file))
     if check_images and image_root is not None and isinstance(data, dict):
-        problems += check_image_files(data, image_root)
+        found = check_image_files(data, image_root)
+        stored_frame = {p.ann_id for p in found if p.ann_id is not None}
+        problems = [p for p in problems if p.is_error or p.ann_id not in stored_frame] + found
     return problems
 
 

@@ -104,14 +104,17 @@ def prepare_data_root(data: DictConfig, dist: DistInfo) -> Path:
     if root.is_dir() or data.get("generator") is None:
         return root
     if dist.is_main:
-        from retina.data.shapes import make_shapes_dataset
+        from retina.data.shapes import generator_options, make_shapes_dataset
 
         params: dict[str, Any] = OmegaConf.to_container(data.generator, resolve=True)  # type: ignore[assignment]
         _remove_stale_generation(root)
         tmp = root.with_name(f".{root.name}.tmp{os.getpid()}")
         log.info("generating the %s dataset in %s (%s)", data.name, root, params)
         try:
-            make_shapes_dataset(tmp, **params)
+            make_shapes_dataset(tmp, **generator_options(**params))
+        except ValueError as err:  # an unknown option or a value out of range
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ConfigError("data.generator", str(err)) from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

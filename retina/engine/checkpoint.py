@@ -219,6 +219,10 @@ def load_model_state(
     """
     state_dict = _strip_wrapper_prefixes(state_dict)
     expected = model.state_dict()
+    # A BatchNorm's step counter, saved before its stage was frozen (FrozenBatchNorm2d has
+    # none and drops it on load itself).
+    state_dict = {k: v for k, v in state_dict.items()
+                  if k in expected or not k.endswith(".num_batches_tracked")}
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
     shapes = [
@@ -280,6 +284,7 @@ def build_model_from_checkpoint(
     check_targets(model_cfg, f"{path}: config.model", "model")
     cls_loss = None
     if loss_cfg is not None:
+        loss_cfg = _upgrade_loss_config(loss_cfg, path)
         cls_loss = instantiate_untrusted(loss_cfg, f"{path}: config.loss", "loss")
     model = instantiate_untrusted(
         model_cfg, f"{path}: config.model", "model", "the model", num_classes=len(cat_ids),
@@ -290,6 +295,29 @@ def build_model_from_checkpoint(
 
 
 # ---------------------------------------------------------------------------- internals
+
+
+# loss.backend values of checkpoints written before the native C and torch.compile focal-loss
+# backends were deleted; FocalLossStar took a backend then, too.
+_DELETED_FOCAL_BACKENDS = ("native", "compile")
+
+
+def _upgrade_loss_config(cfg: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
+    """An older checkpoint's loss config, made buildable: ``backend`` ``native``/``compile``
+    becomes ``auto``, FL*'s ``backend`` is dropped (one warning naming the change)."""
+    backend = cfg.get("backend")
+    star = str(cfg.get("_target_")).endswith(".FocalLossStar")
+    if backend is None or (backend not in _DELETED_FOCAL_BACKENDS and not star):
+        return cfg
+    cfg = dict(cfg)
+    if star:
+        del cfg["backend"]
+        change = f"dropped backend={backend!r} (FL* always runs the eager kernels)"
+    else:
+        cfg["backend"] = "auto"
+        change = f"backend={backend!r} (deleted) read as 'auto'"
+    logger.warning("%s: config.loss of an older version: %s", path, change)
+    return cfg
 
 
 def _verify_crc(path: Path) -> None:

@@ -92,7 +92,8 @@ run's ``metrics.json`` lacks."""
 def require_eval_dir(run_dir: str | os.PathLike, key: str = "hydra.run.dir") -> None:
     """``retina-eval`` writes ``metrics.json`` and ``coco_results.json`` into its run folder:
     refuse a training run's folder (it holds ``checkpoints/``, ``tensorboard/`` or a
-    ``metrics.json`` that ``retina-eval`` did not write), whose results it would replace.
+    ``metrics.json`` that ``retina-eval`` did not write), whose results it would replace, and
+    a sweep's (``multirun.yaml``).
     An earlier evaluation's folder may be reused.
 
     Raises:
@@ -101,7 +102,8 @@ def require_eval_dir(run_dir: str | os.PathLike, key: str = "hydra.run.dir") -> 
     import json
 
     run_dir = Path(run_dir)
-    found = [name for name in ("checkpoints", "tensorboard") if (run_dir / name).exists()]
+    names = ("checkpoints", "tensorboard", "multirun.yaml")  # the last: a sweep's folder
+    found = [name for name in names if (run_dir / name).exists()]
     metrics = run_dir / "metrics.json"
     if metrics.exists():
         try:
@@ -113,6 +115,7 @@ def require_eval_dir(run_dir: str | os.PathLike, key: str = "hydra.run.dir") -> 
     if found:
         raise RunDirError(
             key,
-            f"{run_dir} is a training run's folder ({', '.join(found)}); retina-eval would "
-            f"replace its metrics.json: evaluate into another folder ({key}=...)",
+            f"{run_dir} is a training run's or sweep's folder ({', '.join(found)}); "
+            f"retina-eval would write its metrics.json there: evaluate into another folder "
+            f"({key}=...)",
         )

@@ -81,6 +81,18 @@ class AnchorGenerator(nn.Module):
         """Anchors per level for feature maps of the given ``(H_l, W_l)``."""
         return [h * w * self.num_anchors for h, w in grid_sizes]
 
+    def grid_anchors(self, grid_sizes: Sequence[tuple[int, int]], device: torch.device) -> Tensor:
+        """Anchors ``(sum_l H_l*W_l*A, 4)`` float32, built without the cache (the sizes may be
+        symbolic, as when :mod:`retina.export` traces the model)."""
+        levels = []
+        for (h, w), stride, cell in zip(grid_sizes, self.strides, self.cell_anchors, strict=True):
+            xs = (torch.arange(w, dtype=torch.float64) + self.offset) * stride
+            ys = (torch.arange(h, dtype=torch.float64) + self.offset) * stride
+            sy, sx = torch.meshgrid(ys, xs, indexing="ij")
+            shifts = torch.stack([sx, sy, sx, sy], dim=-1).reshape(-1, 1, 4)
+            levels.append((shifts + cell[None]).reshape(-1, 4))
+        return torch.cat(levels).to(device=device, dtype=torch.float32)
+
     def forward(self, grid_sizes: Sequence[tuple[int, int]], device: torch.device) -> Tensor:
         """Anchors ``(sum_l H_l*W_l*A, 4)`` float32 for all levels, shared by all images.
 
@@ -95,14 +107,7 @@ class AnchorGenerator(nn.Module):
                 f"got {len(grid_sizes)} feature maps, anchors are defined for "
                 f"{len(self.cell_anchors)} levels"
             )
-        levels = []
-        for (h, w), stride, cell in zip(key[0], self.strides, self.cell_anchors, strict=True):
-            xs = (torch.arange(w, dtype=torch.float64) + self.offset) * stride
-            ys = (torch.arange(h, dtype=torch.float64) + self.offset) * stride
-            sy, sx = torch.meshgrid(ys, xs, indexing="ij")
-            shifts = torch.stack([sx, sy, sx, sy], dim=-1).reshape(-1, 1, 4)
-            levels.append((shifts + cell[None]).reshape(-1, 4))
-        anchors = torch.cat(levels).to(device=device, dtype=torch.float32)
+        anchors = self.grid_anchors(key[0], device)
         if len(self._cache) > 64:  # many distinct shapes (eval on raw sizes): bound memory
             self._cache.clear()
         self._cache[key] = (anchors, self.num_anchors_per_level(key[0]))

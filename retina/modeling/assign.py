@@ -56,8 +56,9 @@ def pad_targets(
     crowd boxes are appended after each image's ordinary boxes (label -1).
 
     Raises:
-        ValueError: naming ``targets[i]`` for a box/label count mismatch, a degenerate or
-            non-finite box, or a label outside ``0..num_classes-1``.
+        ValueError: naming ``targets[i]`` (and its ``image_id`` when it has one) for a
+            box/label count mismatch, a degenerate or non-finite box, or a label outside
+            ``0..num_classes-1`` (-1 included: only ``crowd_boxes`` are ignore regions).
     """
     boxes, labels, crowd = [], [], []
     num_crowd = 0
@@ -76,13 +77,17 @@ def pad_targets(
     allb = torch.cat(boxes)
     alll = torch.cat(labels)
     bad = (allb[:, 2:] <= allb[:, :2]).any(dim=1) | ~torch.isfinite(allb).all(dim=1)
-    bad |= (alll >= num_classes) | (alll < -1)
+    # Only crowd boxes (appended above with label -1) are ignore regions; an ordinary box
+    # labelled -1 would turn its foreground anchors into background.
+    bad |= ((alll >= num_classes) | (alll < 0)) & ~torch.cat(crowd)
     if allb.numel() and bool(bad.any()):
         k = int(bad.nonzero()[0, 0])
         i = int((torch.tensor([len(b) for b in boxes]).cumsum(0) <= k).sum())
+        image = f"image {targets[i]['image_id']}: " if "image_id" in targets[i] else ""
         raise ValueError(
-            f"targets[{i}]: invalid box {allb[k].tolist()} with label {int(alll[k])} "
-            f"(need x2 > x1, y2 > y1, finite, label in 0..{num_classes - 1})"
+            f"{image}targets[{i}]: invalid box {allb[k].tolist()} with label {int(alll[k])} "
+            f"(need x2 > x1, y2 > y1, finite, label in 0..{num_classes - 1}; only "
+            "crowd_boxes are ignored)"
         )
     if allb.shape[0] == 0:  # no boxes at all: one invalid column keeps shapes non-empty
         boxes = [b.new_zeros((1, 4)) for b in boxes]

@@ -102,6 +102,14 @@ class ResNetBackbone(nn.Module):
         self.body.load_state_dict(state, strict=False)
 
     def _freeze(self, freeze_at: int) -> None:
+        """No gradients for the first ``freeze_at`` stages (stem, layer1, ...), and their
+        BatchNorm layers become :class:`FrozenBatchNorm2d` (as detectron2 does), so that a
+        train-mode forward does not update their running statistics either. GroupNorm keeps
+        no statistics; its affine parameters are frozen with the rest."""
+        if freeze_at >= 1:
+            self.body.bn1 = _frozen_bn(self.body.bn1)
+        for i in range(1, freeze_at):
+            _freeze_bn_in(getattr(self.body, f"layer{i}"))
         stages = [[self.body.conv1, self.body.bn1]] + [
             [getattr(self.body, f"layer{i}")] for i in range(1, 5)
         ]
@@ -119,3 +127,25 @@ class ResNetBackbone(nn.Module):
         c4 = b.layer3(c3)
         c5 = b.layer4(c4)
         return [c3, c4, c5]
+
+
+def _frozen_bn(module: nn.Module) -> nn.Module:
+    """``module`` as a :class:`FrozenBatchNorm2d` with its statistics and affine parameters
+    when it is a BatchNorm (``bn`` or ``syncbn``), else ``module`` itself."""
+    if not isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return module
+    frozen = FrozenBatchNorm2d(module.num_features, eps=module.eps)
+    frozen.weight.copy_(module.weight.detach())
+    frozen.bias.copy_(module.bias.detach())
+    frozen.running_mean.copy_(module.running_mean)
+    frozen.running_var.copy_(module.running_var)
+    return frozen
+
+
+def _freeze_bn_in(parent: nn.Module) -> None:
+    """Replace every BatchNorm below ``parent`` by :func:`_frozen_bn` of it, in place."""
+    for name, child in parent.named_children():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            setattr(parent, name, _frozen_bn(child))
+        else:
+            _freeze_bn_in(child)

@@ -282,19 +282,53 @@ class RetinaNet(nn.Module):
         ``logits``: ``(B, n, K)`` -> logits, anchor indices, labels, each ``(B, k)``, sorted.
         The k best pairs can only come from the k anchors with the best per-anchor maximum
         (any other anchor is beaten by k pairs), so top-k runs over ``k*K`` pairs instead of
-        ``n*K`` (P3 at 800x1333: 150k x 91). Ranking by logit equals ranking by score; the
-        score threshold is applied afterwards, which keeps the same set as torchvision's
-        threshold-then-top-k (up to ties).
+        ``n*K`` (P3 at 800x1333: 150k x 91); with ``n <= k`` those anchors are all of them.
+        Ranking by logit equals ranking by score; the score threshold is applied afterwards,
+        which keeps the same set as torchvision's threshold-then-top-k (up to ties).
         """
         b, n, k = logits.shape
-        kk = min(self.topk_candidates, n * k)
-        if n <= kk:
-            top, flat = logits.reshape(b, n * k).topk(kk, dim=1)
-            return top, flat // k, flat % k
+        # sym_min, not a branch on n: the same code traces with symbolic sizes (retina.export)
+        kk = torch.sym_min(self.topk_candidates, n)
         best_anchors = logits.amax(dim=2).topk(kk, dim=1).indices  # (B, kk)
         sub = logits.gather(1, best_anchors[..., None].expand(-1, -1, k))  # (B, kk, K)
-        top, flat = sub.reshape(b, kk * k).topk(kk, dim=1)
+        top, flat = sub.reshape(b, kk * k).topk(torch.sym_min(self.topk_candidates, kk * k), 1)
         return top, best_anchors.gather(1, flat // k), flat % k
+
+    def candidates(
+        self,
+        logits: Tensor,
+        deltas: Tensor,
+        anchors: Tensor,
+        anchors_per_level: list[int],
+        sizes: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-level top-k (anchor, class) pairs, decoded and clipped, before threshold and NMS.
+
+        Shared by :meth:`inference` and the exported graph (:mod:`retina.export`).
+
+        Args:
+            logits ``(B, R, K)``, deltas ``(B, R, 4)``, anchors ``(R, 4)``,
+            anchors_per_level: R split by level, sizes ``(B, 2)`` image ``(h, w)``.
+
+        Returns:
+            scores ``(B, C)`` float32, labels ``(B, C)`` int64 (0..K-1), boxes ``(B, C, 4)``,
+            C = the candidates of all levels.
+        """
+        scores, anchor_idx, labels = [], [], []
+        start = 0
+        for n in anchors_per_level:  # 5 levels, each batched over images
+            top, a_idx, lab = self._level_topk(logits[:, start : start + n])
+            scores.append(top.float().sigmoid())
+            anchor_idx.append(a_idx + start)
+            labels.append(lab)
+            start += n
+        scores_t = torch.cat(scores, dim=1)  # (B, C)
+        anchor_t = torch.cat(anchor_idx, dim=1)
+        labels_t = torch.cat(labels, dim=1)
+        boxes = self.box_coder.decode(
+            deltas.gather(1, anchor_t[..., None].expand(-1, -1, 4)), anchors[anchor_t]
+        )
+        return scores_t, labels_t, clip_boxes(boxes, sizes)  # (B, C, 4)
 
     @torch.no_grad()
     def inference(
@@ -313,21 +347,9 @@ class RetinaNet(nn.Module):
             anchors_per_level: R split by level, sizes ``(B, 2)`` image ``(h, w)``.
         """
         b, _, k = logits.shape
-        scores, anchor_idx, labels = [], [], []
-        start = 0
-        for n in anchors_per_level:  # 5 levels, each batched over images
-            top, a_idx, lab = self._level_topk(logits[:, start : start + n])
-            scores.append(top.float().sigmoid())
-            anchor_idx.append(a_idx + start)
-            labels.append(lab)
-            start += n
-        scores_t = torch.cat(scores, dim=1)  # (B, C)
-        anchor_t = torch.cat(anchor_idx, dim=1)
-        labels_t = torch.cat(labels, dim=1)
-        boxes = self.box_coder.decode(
-            deltas.gather(1, anchor_t[..., None].expand(-1, -1, 4)), anchors[anchor_t]
+        scores_t, labels_t, boxes = self.candidates(
+            logits, deltas, anchors, anchors_per_level, sizes
         )
-        boxes = clip_boxes(boxes, sizes)  # (B, C, 4)
         img = torch.arange(b, device=boxes.device)[:, None].expand_as(labels_t)
         cand = (scores_t > self.score_thresh).flatten().nonzero().squeeze(1)
         groups = (img * k + labels_t).flatten()[cand]

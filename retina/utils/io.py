@@ -8,6 +8,7 @@ or the new one, never a truncated one, and no temporary file behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import numbers
@@ -31,11 +32,19 @@ _FILE_MODE = 0o666 & ~_UMASK
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
     """Write ``path`` through ``write(binary_file)`` on a temporary sibling, then rename.
 
+    An existing ``path`` that is not a regular file (see :func:`output_kind`) is refused
+    before anything is written: renaming over a FIFO, a device or a symbolic link would
+    replace it instead of writing to it.
+
     Raises:
-        OSError: from the write or rename; the temporary file is removed first (also on
-            ``KeyboardInterrupt`` and ``SystemExit``).
+        OSError: from the write or rename, or ``EEXIST`` for a destination that is not a
+            regular file; the temporary file is removed first (also on ``KeyboardInterrupt``
+            and ``SystemExit``).
     """
     path = Path(path)
+    kind = output_kind(path)
+    if kind is not None:
+        raise OSError(errno.EEXIST, f"it is {kind}, not a regular file", str(path))
     fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=path.parent)
     try:
         os.fchmod(fd, _FILE_MODE)
@@ -89,6 +98,55 @@ def require_regular_file(path: str | os.PathLike, what: str, error: type[Excepti
     return path
 
 
+def output_kind(path: str | os.PathLike) -> str | None:
+    """What ``path`` is when it exists but may not be replaced by a result file (a folder, a
+    FIFO, a device, a socket, or a symbolic link: renaming over the link would replace the
+    link, not write through it), else None (absent or a regular file)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISLNK(mode):
+        try:
+            target = os.readlink(path)
+        except OSError:
+            target = "?"
+        return f"a symbolic link (to {target})"
+    return non_regular_kind(path)
+
+
+def require_output_file(path: str | os.PathLike, what: str = "output file",
+                        error: type[Exception] = ResultsError) -> Path:
+    """``path`` as a Path if a result may be written there: it is absent or a regular file.
+    Every ``--out`` of the command-line tools goes through this before any work.
+
+    Raises:
+        error: ``"<path>: <what> is a named pipe (FIFO), not a regular file; nothing
+            written"`` (a folder, device, socket or symbolic link likewise).
+    """
+    path = Path(path)
+    kind = output_kind(path)
+    if kind is not None:
+        raise error(f"{path}: {what} is {kind}, not a regular file; nothing written")
+    return path
+
+
+def require_output_folder(path: str | os.PathLike, what: str = "output folder",
+                          error: type[Exception] = ResultsError) -> Path:
+    """``path`` as a Path if it is absent or a folder (symbolic links followed), for the
+    ``--out`` of tools that write a folder.
+
+    Raises:
+        error: ``"<path>: <what> is a regular file, not a folder; nothing written"``.
+    """
+    path = Path(path)
+    if os.path.lexists(path) and not path.is_dir():
+        kind = non_regular_kind(path) or ("a regular file" if path.exists() else
+                                          "a broken symbolic link")
+        raise error(f"{path}: {what} is {kind}, not a folder; nothing written")
+    return path
+
+
 def _results_error(path: Path, err: OSError) -> ResultsError:
     return ResultsError(f"{path}: cannot write ({err.strerror or err})")
 
@@ -127,10 +185,16 @@ def write_json_atomic(path: str | os.PathLike, payload: Any, indent: int | None 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically; :class:`ResultsError` on failure."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (parent folders created); :class:`ResultsError`
+    on failure."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+        return atomic_write(path, lambda f: f.write(data))
     except OSError as err:
         raise _results_error(path, err) from err
 

@@ -72,7 +72,7 @@ def test_cli_errors_are_one_line_exit_1(voc, tmp_path, capsys):
     err = capsys.readouterr().err
     assert status == 1 and not out.exists()
     assert err.startswith("retina-convert-data: error: ") and err.count("\n") == 1
-    assert "0.xml: object 0: unknown class 'blue'" in err
+    assert "0.xml:1: object 0: unknown class 'blue'" in err
     labels = tmp_path / "labels"
     labels.mkdir()
     (labels / "0.txt").write_text("0 0.5 0.5 0.2 0.2\n0 0.5 0.5\n")
@@ -118,3 +118,36 @@ def test_voc_to_coco_to_training_to_evaluation(voc, tmp_path):
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     again = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert again["AP"] == pytest.approx(metrics["AP"], abs=1e-6)
+
+
+def test_out_that_is_an_input_file_is_refused(voc, tmp_path, capsys):
+    """``--out`` naming the names file, a label, an annotation or an image would replace it."""
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    (labels / "0.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    names = tmp_path / "names.txt"
+    names.write_text("thing\n")
+    yolo = ["yolo", str(labels), str(voc / "JPEGImages"), "--names", str(names), "--out"]
+    before = {p: p.read_bytes() for p in (names, labels / "0.txt", voc / "JPEGImages/0.jpg")}
+    for out in before:
+        assert main([*yolo, str(out)]) == 1
+        assert capsys.readouterr().err == (f"retina-convert-data: error: {out}: --out is one of "
+                                           "the input files; nothing written\n")
+    xml = voc / "Annotations" / "0.xml"
+    before[xml] = xml.read_bytes()
+    assert main(["voc", str(voc / "Annotations"), str(voc / "JPEGImages"), "--out", str(xml)]) == 1
+    assert all(p.read_bytes() == content for p, content in before.items())
+    assert main([*yolo, str(tmp_path / "labels.json")]) == 0
+
+
+def test_output_piped_into_a_closed_reader_is_no_traceback(voc, tmp_path):
+    """``retina-convert-data ... | head -1``: the reader is gone before the summary."""
+    out = tmp_path / "piped.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "retina.cli.convert_data", "voc", str(voc / "Annotations"),
+         str(voc / "JPEGImages"), "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)  # fmt: skip
+    proc.stdout.close()  # no reader: every print raises BrokenPipeError
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and err == b"" and json.loads(out.read_text())["images"]

@@ -146,4 +146,5 @@ def test_eval_unwritable_run_dir(setup, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     err = eval_error([f"checkpoint={ckpt}", "eval.num_workers=0"], blocker / "run", capsys)
-    assert "coco_results.json: cannot write" in err
+    # refused when its lock is taken, before any inference
+    assert f"{blocker / 'run'}: cannot use as run directory (Not a directory)" in err

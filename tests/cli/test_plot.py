@@ -74,6 +74,7 @@ def _tiny_checkpoint(tmp_path: Path) -> Path:
     torch.manual_seed(0)
     model = instantiate(model_cfg, num_classes=3, cls_loss=instantiate(loss_cfg))
     state = {"model": model.state_dict(), "iteration": 0, "cat_ids": [1, 2, 3],
+             "class_names": ["circle", "square", "triangle"],
              "config": {"model": model_cfg, "loss": loss_cfg, "data": data_cfg}}
     path = tmp_path / "model.pt"
     torch.save(state, path)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from retina.data.images import EXIF_ORIENTATION, image_size, read_image
+from retina.data.images import EXIF_ORIENTATION, image_header, image_size, read_image, upright_box
 from retina.errors import DataError
 
 RNG = np.random.default_rng(0)
@@ -73,6 +73,21 @@ def test_exif_orientation_applied_like_pil(tmp_path, orientation):
     out = read_image(path)
     assert np.array_equal(out, expected)
     assert image_size(path) == (out.shape[1], out.shape[0])
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_upright_box_follows_the_pixels(tmp_path, orientation):
+    """A box on the stored pixels, turned by upright_box, covers the same pixels upright."""
+    stored = np.zeros((12, 20, 3), dtype=np.uint8)
+    stored[2:5, 13:19] = 255  # x 13..19, y 2..5
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = orientation
+    path = tmp_path / "o.png"
+    Image.fromarray(stored).save(path, format="PNG", exif=exif)
+    assert image_header(path) == ((20, 12), orientation)
+    x1, y1, x2, y2 = (int(v) for v in upright_box((13, 2, 19, 5), (20, 12), orientation))
+    upright = read_image(path)[..., 0] > 0
+    assert upright[y1:y2, x1:x2].all() and upright.sum() == (x2 - x1) * (y2 - y1) == 18
 
 
 @pytest.mark.parametrize("content", [b"", b"garbage", b"\x89PNG\r\n\x1a\n truncated"])

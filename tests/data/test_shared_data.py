@@ -66,7 +66,7 @@ def test_coco128_as_yolo_labels_maps_back_to_coco_ids(tmp_path):
 
     import numpy as np
 
-    from retina.data.convert import COCO80_TO_91, convert_yolo
+    from retina.data.convert import COCO80_TO_91, COCO_NAMES, convert_yolo
 
     coco = _need("coco128")
     original = json.loads((coco / "annotations" / "instances_train2017.json").read_text())
@@ -84,8 +84,7 @@ def test_coco128_as_yolo_labels_maps_back_to_coco_ids(tmp_path):
             f"{bw / w:.8f} {bh / h:.8f}")
     for stem, rows in lines.items():
         (tmp_path / f"{stem}.txt").write_text("\n".join(rows) + "\n")
-    data, report = convert_yolo(tmp_path, coco / "train2017", [str(i) for i in range(80)],
-                                coco_ids=True)
+    data, report = convert_yolo(tmp_path, coco / "train2017", COCO_NAMES, coco_ids=True)
     assert report.images == 128 and report.count("no_labels") == 2
     by_name = {i["file_name"]: i["id"] for i in data["images"]}
     old_name = {i["id"]: i["file_name"] for i in original["images"]}

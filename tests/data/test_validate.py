@@ -176,6 +176,28 @@ def test_size_mismatch_from_exif_orientation_is_named(root):
         "image is 24x32 once turned upright by its EXIF orientation but the JSON says 32x24")
 
 
+def test_boxes_drawn_on_the_stored_frame_of_an_exif_image_are_errors(root, capsys):
+    """The JSON has the upright size, the box the stored frame's coordinates: it fits the
+    stored 32x24 pixels but not the upright 24x32 image."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (32, 24)).save(root / "a.png", exif=exif)
+    data = _edit(lambda d: (d["images"][0].update(width=24, height=32),
+                            d["annotations"][0].update(bbox=[20, 2, 10, 8])))
+    ann = _write(root, data)
+    [problem] = validate_coco(ann, root)
+    assert problem.is_error and problem.ann_id == 10 and problem.message == (
+        f"{root / 'a.png'} (image id 1): annotation id 10: bbox [20, 2, 10, 8] lies outside the "
+        "24x32 image (upright by its EXIF orientation 6) but inside its stored 32x24 pixels: "
+        "drawn on the un-rotated image? Turn the boxes upright (retina-convert-data voc does) "
+        "or remove the EXIF orientation")
+    assert main([str(ann), str(root), "--strict"]) == 1
+    assert "1 error(s), 0 warning(s)" in capsys.readouterr().out
+    data["annotations"][0]["bbox"] = [20, 2, 20, 8]  # beyond both frames: the usual warning
+    [problem] = validate_coco(_write(root, data), root)
+    assert not problem.is_error and "lies outside the 24x32 image" in problem.message
+
+
 def test_dataset_refuses_an_invalid_boxes_choice():
     with pytest.raises(DataError, match="invalid_boxes must be 'drop' or 'error'"):
         CocoDetection("unused.json", ".", invalid_boxes="clip")

@@ -287,6 +287,37 @@ def test_build_model_from_checkpoint_round_trip():
 
 
 @pytest.mark.parametrize(
+    "loss, built",
+    [
+        ({"_target_": "retina.modeling.losses.FocalLoss", "backend": "native"},
+         "FocalLoss(gamma=2.0, alpha=0.25, backend='auto')"),
+        ({"_target_": "retina.modeling.losses.OHEMLoss", "backend": "compile"}, "backend='auto'"),
+        ({"_target_": "retina.modeling.losses.FocalLossStar", "gamma": 4.0, "backend": "auto"},
+         "FocalLossStar(gamma=4.0, beta=0.0)"),
+    ],
+)  # fmt: skip
+def test_a_loss_config_of_an_older_version_is_repaired_with_a_warning(loss, built, caplog):
+    """Checkpoints from before the native/compile focal backends were deleted name them, and
+    FL* took a backend then: the model still builds, with one warning naming the change."""
+    model = instantiate_tiny()
+    state = {"model": model.state_dict(), "cat_ids": [4, 9], "class_names": ["a", "b"],
+             "config": {"model": TINY, "loss": loss}}  # fmt: skip
+    with caplog.at_level("WARNING", logger="retina.engine.checkpoint"):
+        rebuilt = ckpt.build_model_from_checkpoint(state, "x.pt")
+    assert built in repr(rebuilt.cls_loss)
+    (record,) = caplog.records
+    assert record.getMessage().startswith("x.pt: config.loss of an older version: ")
+    assert loss["backend"] in record.getMessage()
+
+
+def instantiate_tiny():
+    from hydra.utils import instantiate
+
+    torch.manual_seed(0)
+    return instantiate(TINY, num_classes=2)
+
+
+@pytest.mark.parametrize(
     "config, match",
     [
         ({}, "no model config"),

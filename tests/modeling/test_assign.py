@@ -69,3 +69,17 @@ def test_training_stats_and_loss_cdf_follow_the_matcher(fg_iou_thresh, positives
     trained = model([image], [target]).stats["num_pos"].item()  # the training loss
     assert counts.positive == int((labels >= 0).sum()) == trained == positives
     assert counts.ignored == int((labels == IGNORE).sum()) == 3 - positives
+
+
+@pytest.mark.parametrize("label", [-1, -2, 2])
+def test_a_label_outside_0_k_is_refused_naming_the_image(label: int) -> None:
+    """Only boxes the dataset marks as crowd are ignore regions: an ordinary box labelled -1
+    (once accepted: its foreground anchors trained as background while the box head still
+    regressed them) is refused like 2 or -2, naming the image."""
+    model = _model()
+    image, good = _image_and_target()
+    bad = {**good, "labels": torch.tensor([0, label]), "image_id": 42}
+    with pytest.raises(ValueError, match=rf"^image 42: targets\[1\]: .* label {label} "):
+        model.assign([image, image], [good, bad])
+    image, crowd = _image_and_target(crowd=[[80.0, 80.0, 120.0, 120.0]])
+    assert model.assign([image], [{**crowd, "image_id": 42}]).foreground.any()

@@ -33,6 +33,41 @@ def test_norms_and_freeze_at():
         ResNetBackbone(depth=7)
 
 
+@pytest.mark.parametrize("norm", ["bn", "gn"])
+def test_frozen_stages_are_frozen_in_train_mode(norm):
+    """With norm=bn the frozen stem and layer1 use FrozenBatchNorm2d: a train-mode forward
+    leaves their running statistics (and affine parameters) as loaded, while the trainable
+    stages' BatchNorm keeps learning. (Once only requires_grad was turned off, and the frozen
+    stages' running statistics moved with every batch.)"""
+    torch.manual_seed(0)
+    bb = ResNetBackbone(depth=10, norm=norm, freeze_at=2).train()
+    frozen = {k: v.clone() for k, v in bb.state_dict().items()
+              if k.startswith(("body.bn1.", "body.conv1.", "body.layer1."))}
+    layer2 = {k: v.clone() for k, v in bb.state_dict().items()
+              if k.startswith("body.layer2.") and "running_mean" in k}
+    bb(torch.randn(2, 3, 64, 64) * 3 + 1)
+    after = bb.state_dict()
+    assert frozen and all(torch.equal(after[k], v) for k, v in frozen.items())
+    assert not any(p.requires_grad for p in bb.body.layer1.parameters())
+    if norm == "bn":
+        assert isinstance(bb.body.bn1, FrozenBatchNorm2d)
+        assert isinstance(bb.body.layer1[0].bn1, FrozenBatchNorm2d)
+        assert type(bb.body.layer2[0].bn1) is torch.nn.BatchNorm2d
+        assert layer2 and not any(torch.equal(after[k], v) for k, v in layer2.items())
+
+
+def test_freezing_keeps_the_loaded_statistics(tmp_path):
+    ref = resnet18()
+    with torch.no_grad():
+        ref.bn1.running_mean.uniform_(-1, 1)
+        ref.layer1[0].bn2.weight.uniform_(0.5, 2)
+    path = tmp_path / "r18.pth"
+    torch.save(ref.state_dict(), path)
+    bb = ResNetBackbone(depth=18, weights=str(path), norm="bn", freeze_at=2)
+    assert torch.equal(bb.body.bn1.running_mean, ref.bn1.running_mean)
+    assert torch.equal(bb.body.layer1[0].bn2.weight, ref.layer1[0].bn2.weight)
+
+
 def test_weights_from_local_file(tmp_path):
     ref = resnet18()
     path = tmp_path / "r18.pth"

@@ -39,7 +39,7 @@ def train_args(data_root: Path, run_dir: Path, **overrides: Any) -> list[str]:
         "data.val_transforms.max_size": IMAGE_SIZE,
         "model.fpn_channels": 16,
         "model.num_convs": 1,
-        "model.freeze_at": 4,
+        "model.freeze_at": 0,
         "train.max_iter": 4,
         "train.batch_size": 2,
         "train.eval_batch_size": 2,

@@ -27,7 +27,7 @@ def test_eval_refuses_a_training_runs_folder(cli, reference_run, tmp_path):
     before = _snapshot(run)
     result = cli.run("retina-eval", _eval_args(run / "checkpoints" / "last.pt", run),
                      cwd=tmp_path)  # fmt: skip
-    result.assert_clean_error("hydra.run.dir", "training run's folder")
+    result.assert_clean_error("hydra.run.dir", "training run's or sweep's folder")
     assert _snapshot(run) == before  # metrics.json and .hydra/config.yaml untouched
 
 

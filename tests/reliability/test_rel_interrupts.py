@@ -26,6 +26,7 @@ LOADING = [
     ("retina-report", "retina.cli.report", "retina.analysis.report"),
     ("retina-make-shapes", "retina.cli.make_shapes", "retina.data"),
     ("retina-convert-data", "retina.cli.convert_data", "retina.data"),
+    ("retina-check-data", "retina.cli.check_data", "retina.data"),
 ]
 
 _INTERRUPT_AT = """

@@ -50,14 +50,17 @@ def _set(config: dict[str, Any], dotted: str, value: Any) -> None:
         if nxt is None:
             node[key] = value
         else:
-            if not isinstance(key, int) and not isinstance(node.get(key), dict | list):
+            if isinstance(key, int):
+                if not isinstance(node[key], dict | list):
+                    node[key] = {}
+            elif not isinstance(node.get(key), dict | list):
                 node[key] = {}
             node = node[key]
 
 
 @pytest.mark.parametrize("key", [
     "model.pixel_mean",                      # the reproduction
-    "model.pixel_std.deeper",                # one level below a model argument
+    "model.pixel_std[1].deeper",             # below an element of a model argument
     "model.aspect_ratios[1]",                # inside a list
     "loss.alpha",                            # an argument of an allowed loss class
     "data.val_transforms.min_size.inner",    # two levels inside the transform builder's node

@@ -1,0 +1,73 @@
+"""A tiny RetinaNet trained for a few dozen iterations on generated shapes, its checkpoint, and
+its ONNX export (once per session: tracing takes the longest)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from hydra.utils import instantiate
+
+from retina.data import CocoDetection, collate_detection, make_shapes_dataset
+from retina.engine.checkpoint import save_checkpoint
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+REPO = Path(__file__).resolve().parents[2]
+SIZE = 160  # training and val image size; the parity tests use other sizes
+ITERATIONS = 30
+
+
+def train_tiny(root: Path) -> Path:
+    """Shapes under ``root/shapes``, ``ITERATIONS`` SGD steps of the demo's tiny model on its
+    train split, saved as a checkpoint shaped like the trainer's (model, loss, data config)."""
+    data_root = root / "shapes"
+    make_shapes_dataset(data_root, train=24, val=12, size=SIZE, num_classes=3, workers=1)
+    model_cfg = yaml.safe_load((REPO / "configs/model/retinanet_tiny.yaml").read_text())
+    loss_cfg = yaml.safe_load((REPO / "configs/loss/focal.yaml").read_text())
+    data_cfg = yaml.safe_load((REPO / "configs/data/shapes.yaml").read_text())
+    data_cfg.update(root=str(data_root), generator=None)
+    for key in ("train_transforms", "val_transforms"):
+        data_cfg[key].update(min_size=SIZE, max_size=SIZE)
+    train = CocoDetection(data_root / data_cfg["train_ann"], data_root / data_cfg["train_images"])
+    torch.manual_seed(0)
+    model = instantiate(model_cfg, num_classes=train.num_classes, cls_loss=instantiate(loss_cfg))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    loader = torch.utils.data.DataLoader(
+        train, batch_size=2, shuffle=True, collate_fn=collate_detection, drop_last=True
+    )
+    model.train()
+    step = 0
+    while step < ITERATIONS:
+        for images, targets in loader:
+            losses = model(images, targets)
+            optimizer.zero_grad()
+            sum(losses.values()).backward()
+            optimizer.step()
+            step += 1
+            if step == ITERATIONS:
+                break
+    state = {
+        "model": model.state_dict(),
+        **train.label_mapping(),
+        "config": {"model": model_cfg, "loss": loss_cfg, "data": data_cfg},
+    }
+    return save_checkpoint(state, root / "checkpoints", iteration=ITERATIONS)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    return train_tiny(tmp_path_factory.mktemp("export_tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_checkpoint) -> Path:
+    """``retina-export``'s work on the tiny checkpoint (its own parity check included)."""
+    from retina.export import export_checkpoint
+
+    out = tiny_checkpoint.parent.parent / "tiny.onnx"
+    export_checkpoint(str(tiny_checkpoint), "onnx", out)
+    return out
