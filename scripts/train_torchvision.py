@@ -35,19 +35,27 @@ from retina.errors import one_line, user_errors
 
 log = logging.getLogger("retina.train_torchvision")
 IMPLEMENTATION = "torchvision"
+TORCHVISION_LOSS = {"loss_normalizer": "image", "box_loss": "l1", "torchvision_anchors": True}
+"""What torchvision's model does, written into the recorded config under retina's keys (the
+reference ignores these keys; the report and reruns then see the settings it ran with)."""
 
 
-def compose_config(run_dir: Path, overrides: Sequence[str]) -> DictConfig:
-    """retina's ``train.yaml`` with ``overrides``; ``paths.output_dir`` is ``run_dir``."""
+def compose_config(run_dir: Path, overrides: Sequence[str]) -> tuple[DictConfig, dict]:
+    """retina's ``train.yaml`` with ``overrides`` (``paths.output_dir`` is ``run_dir``), and
+    Hydra's config-group choices (``{"loss": "focal", ...}``, for ``retina-report``)."""
     from hydra import compose, initialize_config_dir
 
     from retina.config import CONFIG_DIR
+    from retina.engine.defaults import register_defaults
 
+    register_defaults()  # configs/model/*.yaml extend it
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[*overrides, f"paths.output_dir={run_dir}"])
+        cfg = compose("train", overrides=[*overrides, f"paths.output_dir={run_dir}"],
+                      return_hydra_config=True)
+    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
     with open_dict(cfg):
-        cfg.pop("hydra", None)
-    return cfg
+        cfg.pop("hydra")
+    return cfg, {str(k): str(v) for k, v in choices.items() if not str(k).startswith("hydra")}
 
 
 def train_torchvision(run_dir: Path, overrides: Sequence[str]) -> dict | None:
@@ -61,10 +69,12 @@ def train_torchvision(run_dir: Path, overrides: Sequence[str]) -> dict | None:
     from retina.engine.sweep import job_state
     from retina.modeling.torchvision_reference import build_torchvision_retinanet
 
-    cfg = compose_config(run_dir, overrides)
+    cfg, choices = compose_config(run_dir, overrides)
     validate_config(cfg)
+    with open_dict(cfg):
+        cfg.implementation = IMPLEMENTATION
+        cfg.model.update(TORCHVISION_LOSS)
     config = OmegaConf.to_container(cfg, resolve=True)
-    config["implementation"] = IMPLEMENTATION  # type: ignore[index]
     state = job_state(run_dir, config)  # type: ignore[arg-type]
     if state.kind == "finished":
         print(f"train_torchvision: {run_dir}: finished, skipped", flush=True)
@@ -79,9 +89,10 @@ def train_torchvision(run_dir: Path, overrides: Sequence[str]) -> dict | None:
         hydra_dir.mkdir(exist_ok=True)
         (hydra_dir / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
         (hydra_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        runtime = {"hydra": {"runtime": {"choices": choices}}}
+        (hydra_dir / "hydra.yaml").write_text(yaml.safe_dump(runtime, sort_keys=False))
         dist = DistInfo(rank=0, world_size=1, local_rank=0)
         run = build_training_run(cfg, run_dir, dist, model_factory=build_torchvision_retinanet)
-        run.config["implementation"] = IMPLEMENTATION  # also in the checkpoints' config
         start = time.perf_counter()
         try:
             run.trainer.train(run.start_iter, run.max_iter)

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,7 +34,8 @@ def _tiny(tmp_path: Path) -> list[str]:
             "data.generator.val=2", "data.generator.size=64"]
 
 
-def test_tiny_run_then_rerun_skips(tmp_path: Path, capsys: pytest.CaptureFixture):
+def test_tiny_run_then_rerun_skips_or_resumes(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                              caplog: pytest.LogCaptureFixture):
     script = _script()
     run_dir = tmp_path / "sweep" / "torchvision" / "ce_a75_0"
     assert script.main([str(run_dir), *_tiny(tmp_path)]) == 0
@@ -40,18 +45,30 @@ def test_tiny_run_then_rerun_skips(tmp_path: Path, capsys: pytest.CaptureFixture
     assert 0.0 <= metrics["AP"] <= 100.0
     history = json.loads((run_dir / "metrics_history.json").read_text())
     assert [h["iteration"] for h in history] == [1, 2]
+    assert metrics["config"]["model"]["loss_normalizer"] == "image"  # torchvision's settings
+    assert metrics["config"]["model"]["box_loss"] == "l1"
     (run,) = collect_runs(tmp_path / "sweep")  # a reference row of the sweep folder
-    assert run.status == "done" and run_axes(run)["implementation"] == "torchvision"
+    axes = run_axes(run)
+    assert run.status == "done" and axes["implementation"] == "torchvision"
+    assert axes["loss"] == "focal" and axes["alpha"] == 0.75
     before = (run_dir / "metrics.json").stat().st_mtime_ns
     assert script.main([str(run_dir), *_tiny(tmp_path)]) == 0
     assert "finished, skipped" in capsys.readouterr().out
     assert (run_dir / "metrics.json").stat().st_mtime_ns == before
+    (run_dir / "metrics.json").unlink()  # interrupted after its last checkpoint: resumes
+    with caplog.at_level(logging.INFO, logger="retina.train"):
+        assert script.main([str(run_dir), *_tiny(tmp_path)]) == 0
+    assert "resuming from" in caplog.text  # the checkpoint's config is this run's
+    assert json.loads((run_dir / "metrics.json").read_text())["iteration"] == 2
 
 
-def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture):
-    script = _script()
+def test_bad_input_is_one_line(tmp_path: Path):
+    """Run as a user runs it (a fresh process: the config tree must compose on its own)."""
     run_dir = tmp_path / "run"
-    assert script.main([str(run_dir), *_tiny(tmp_path), "loss=ohem"]) == 1
-    err = capsys.readouterr().err.strip()
+    env = {**os.environ, "PYTHONPATH": str(SCRIPT.parents[1])}
+    command = [sys.executable, str(SCRIPT), str(run_dir), *_tiny(tmp_path), "loss=ohem"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 1
+    err = done.stderr.strip()
     assert err.startswith("train_torchvision.py: error: loss.gamma") and "\n" not in err
     assert not (run_dir / "metrics.json").exists()
