@@ -330,7 +330,7 @@ def check_image_files(data: dict, image_root: str | Path) -> list[Problem]:
             problems.append(Problem(f"{where}: image is {size[0]}x{size[1]}{upright} but the "
                                     f"JSON says {expected[0]}x{expected[1]}", image_id,
                                     file=str(path)))
-        elif outside.get(image_id):
+        elif isinstance(image_id, int | str) and outside.get(image_id):
             problems += _stored_frame_boxes(path, where, image_id, size, outside[image_id])
     return problems
 

@@ -170,7 +170,8 @@ def apply_faults(faults: dict[str, Any]) -> None:
             if self.training:
                 count["n"] += 1
                 if count["n"] in bad:
-                    out = {k: v * float("nan") for k, v in out.items()}
+                    out = out._replace(
+                        losses={k: v * float("nan") for k, v in out.losses.items()})
             return out
 
         RetinaNet.forward = nan_forward
