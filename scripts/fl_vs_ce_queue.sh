@@ -4,7 +4,7 @@
 #
 #   bash scripts/fl_vs_ce_queue.sh parity   # retina vs torchvision's RetinaNet on shapes (400 it)
 #   bash scripts/fl_vs_ce_queue.sh study    # FL vs alpha-CE .75: shapes, shapes_coco_like, 4x
-#   bash scripts/fl_vs_ce_queue.sh all      # both, parity first
+#   bash scripts/fl_vs_ce_queue.sh all      # reference rows, short study rows, options, 4x
 #
 # Results land in outputs/parity/ and outputs/study22/; `retina-report DIR` tabulates each
 # sweep folder, with the torchvision runs of DIR/torchvision/ as reference rows. All runs use
@@ -35,44 +35,62 @@ sweep() {  # sweep SWEEP_DIR OVERRIDES...: one retina-train sweep (skips finishe
     $TRAIN -m +experiment=fl_vs_ce $LR $W "$@" "hydra.sweep.dir=$dir"
 }
 
-parity() {
-    local d=outputs/parity
-    tv $d/shapes_short fl_0 ablation/fl_vs_ce=fl train.seed=0
-    # shellcheck disable=SC2086
-    sweep $d/shapes_short ablation/fl_vs_ce=fl,ce_a75 train.seed=0,1,2 $TV_LIKE
-    tv $d/shapes_short ce_a75_0 ablation/fl_vs_ce=ce_a75 train.seed=0
-    # each difference alone, FL
-    sweep $d/shapes_short_image ablation/fl_vs_ce=fl train.seed=0,1,2 model.loss_normalizer=image
-    sweep $d/shapes_short_l1 ablation/fl_vs_ce=fl train.seed=0,1,2 model.box_loss=l1
-    sweep $d/shapes_short_anchors ablation/fl_vs_ce=fl train.seed=0,1,2 ++model.torchvision_anchors=true
-    for s in 1 2; do
-        tv $d/shapes_short "fl_$s" ablation/fl_vs_ce=fl "train.seed=$s"
-        tv $d/shapes_short "ce_a75_$s" ablation/fl_vs_ce=ce_a75 "train.seed=$s"
+tv_seeds() {  # tv_seeds SWEEP_DIR OVERRIDES...: torchvision FL and alpha-CE .75, seeds 0-2
+    local dir="$1" s
+    shift
+    for s in 0 1 2; do
+        tv "$dir" "fl_$s" ablation/fl_vs_ce=fl "train.seed=$s" "$@"
+        tv "$dir" "ce_a75_$s" ablation/fl_vs_ce=ce_a75 "train.seed=$s" "$@"
     done
 }
 
-study() {  # issue 22 item 3, FL vs alpha-CE .75, 3 seeds each, with the torchvision rows
-    local d=outputs/study22 name extra
-    for name in shapes_short coco_like_short shapes_long; do
-        case $name in
-            shapes_short) extra="" ;;
-            coco_like_short) extra="data=shapes_coco_like" ;;
-            shapes_long) extra="schedule=long train.eval_period=200" ;;
-        esac
-        # shellcheck disable=SC2086
-        sweep $d/$name ablation/fl_vs_ce=fl,ce_a75 train.seed=0,1,2 $extra
-        for s in 0 1 2; do
-            # shellcheck disable=SC2086
-            tv $d/$name "fl_$s" ablation/fl_vs_ce=fl "train.seed=$s" $extra
-            # shellcheck disable=SC2086
-            tv $d/$name "ce_a75_$s" ablation/fl_vs_ce=ce_a75 "train.seed=$s" $extra
-        done
-    done
+parity_reference() {  # torchvision's two rows on shapes (400 it.), the target of item 2
+    tv_seeds outputs/parity/shapes_short
+}
+
+parity_options() {  # retina with the three torchvision choices, together and each alone (FL)
+    local d=outputs/parity
+    # shellcheck disable=SC2086
+    sweep $d/shapes_short ablation/fl_vs_ce=fl,ce_a75 train.seed=0,1,2 $TV_LIKE
+    sweep $d/shapes_short_image ablation/fl_vs_ce=fl train.seed=0,1,2 model.loss_normalizer=image
+    sweep $d/shapes_short_l1 ablation/fl_vs_ce=fl train.seed=0,1,2 model.box_loss=l1
+    sweep $d/shapes_short_anchors ablation/fl_vs_ce=fl train.seed=0,1,2 ++model.torchvision_anchors=true
+}
+
+parity() {
+    parity_reference
+    parity_options
+}
+
+study_row() {  # study_row NAME [OVERRIDE]: item 3, FL vs alpha-CE .75, 3 seeds, retina then torchvision
+    local d=outputs/study22/$1
+    shift
+    sweep "$d" ablation/fl_vs_ce=fl,ce_a75 train.seed=0,1,2 "$@"
+    if [ "$d" = outputs/study22/shapes_short ]; then
+        # the same runs as parity_reference: share them instead of training them twice
+        mkdir -p "$d"
+        [ -e "$d/torchvision" ] || ln -s ../../parity/shapes_short/torchvision "$d/torchvision"
+    fi
+    tv_seeds "$d" "$@"
+}
+
+study() {  # issue 22 item 3, retina's default recipe
+    study_row shapes_short
+    study_row coco_like_short data=shapes_coco_like
+    study_row shapes_long schedule=long train.eval_period=200
+}
+
+all() {  # the order that answers the most first: reference rows, short study rows, the rest
+    parity_reference
+    study_row shapes_short
+    study_row coco_like_short data=shapes_coco_like
+    parity_options
+    study_row shapes_long schedule=long train.eval_period=200
 }
 
 case "${1:-}" in
     parity) parity ;;
     study) study ;;
-    all) parity; study ;;
+    all) all ;;
     *) echo "usage: bash scripts/fl_vs_ce_queue.sh parity|study|all" >&2; exit 1 ;;
 esac
