@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -179,7 +180,10 @@ class ResumableLoader:
 
     def __next__(self) -> Any:
         if self._iter is None:
-            sampler = _BatchOrder(self, self.epoch, self.batch)
+            # a weak reference: the DataLoader iterator holds the sampler, so a strong one
+            # would put this loader in a reference cycle, and its worker processes would
+            # linger until a garbage collection, then stall it for a 5 s join timeout each
+            sampler = _BatchOrder(weakref.proxy(self), self.epoch, self.batch)
             self._iter = iter(
                 DataLoader(
                     self.dataset,
