@@ -18,8 +18,13 @@ $(STAMP): pyproject.toml constraints.txt
 # The default suite (slow tests deselected in pyproject.toml), then the slow ones
 # (DDP parity through the trainer, SIGKILL resume, the CLI sweep, the conversion round trip).
 # pytest's exit status passes through: any failure, or collecting no tests (5), fails make.
+# The default suite runs on TEST_WORKERS pytest-xdist workers (one per core of the 2-core
+# machines; TEST_WORKERS=0 runs it in one process, like a plain `python -m pytest -q`).
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
+
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(XDIST)
 
 test-slow: install
 	$(PY) -m pytest -q -m slow
@@ -28,7 +33,7 @@ test-slow: install
 # the first non-zero status wins. Each prints its 15 slowest tests.
 test-all: install
 	@status=0; \
-	$(PY) -m pytest -q --durations=15 || status=$$?; \
+	$(PY) -m pytest -q $(XDIST) --durations=15 || status=$$?; \
 	$(PY) -m pytest -q -m slow --durations=15 || { s=$$?; [ $$status -ne 0 ] || status=$$s; }; \
 	exit $$status
 

@@ -30,6 +30,12 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
+    # one thread per pytest-xdist worker (make test runs one worker per core), and for the
+    # processes the tests start
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 from retina.engine.defaults import register_defaults  # noqa: E402
 
 register_defaults()  # configs/model/*.yaml extend it; every test that composes needs it

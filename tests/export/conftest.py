@@ -72,3 +72,15 @@ def tiny_onnx(tiny_checkpoint) -> Path:
     out = tiny_checkpoint.parent.parent / "tiny.onnx"
     export_checkpoint(str(tiny_checkpoint), "onnx", out)
     return out
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``make test``: ``--dist loadgroup``), every test of this folder
+    that needs the trained checkpoint runs on one worker, which trains and exports it once."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    here = Path(__file__).parent
+    for item in items:
+        needs = {"tiny_checkpoint", "tiny_onnx"} & set(getattr(item, "fixturenames", ()))
+        if needs and here in item.path.parents:
+            item.add_marker(pytest.mark.xdist_group("export_tiny"))
