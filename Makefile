@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 # The default suite runs on TEST_WORKERS pytest-xdist workers (one per core of the 2-core
 # machines; TEST_WORKERS=0 runs it in one process, like a plain `python -m pytest -q`).
 TEST_WORKERS ?= 2
-XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
 
 test: install
 	$(PY) -m pytest -q $(XDIST)

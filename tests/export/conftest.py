@@ -3,6 +3,10 @@ its ONNX export (once per session: tracing takes the longest)."""
 
 from __future__ import annotations
 
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -59,18 +63,44 @@ def train_tiny(root: Path) -> Path:
     return save_checkpoint(state, root / "checkpoints", iteration=ITERATIONS)
 
 
+@contextmanager
+def made_once(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[tuple[Path, bool]]:
+    """``(folder, made)``: a folder for this session's ``name``; ``made`` says whether its
+    content is already there. Under pytest-xdist (``make test``) the workers share the folder
+    and take turns (a file lock), so the first makes the content and the others reuse it."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield tmp_path_factory.mktemp(name), False
+        return
+    root = tmp_path_factory.getbasetemp().parent / name  # shared by this run's workers
+    root.mkdir(exist_ok=True)
+    with open(root.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield root, (root / "done").exists()
+            (root / "done").touch()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    return train_tiny(tmp_path_factory.mktemp("export_tiny"))
+    with made_once(tmp_path_factory, "export_tiny") as (root, made):
+        if made:
+            return Path((root / "checkpoint.path").read_text())
+        path = train_tiny(root)
+        (root / "checkpoint.path").write_text(str(path))
+        return path
 
 
 @pytest.fixture(scope="session")
-def tiny_onnx(tiny_checkpoint) -> Path:
+def tiny_onnx(tiny_checkpoint, tmp_path_factory) -> Path:
     """``retina-export``'s work on the tiny checkpoint (its own parity check included)."""
     from retina.export import export_checkpoint
 
     out = tiny_checkpoint.parent.parent / "tiny.onnx"
-    export_checkpoint(str(tiny_checkpoint), "onnx", out)
+    with made_once(tmp_path_factory, "export_tiny_onnx") as (_, made):
+        if not made:
+            export_checkpoint(str(tiny_checkpoint), "onnx", out)
     return out
 
 
