@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from retina.cli import Terminated, exit_on_interrupt
+from retina.config import CONFIG_DIR
 from retina.errors import ConfigError, one_line, user_errors
 
-__all__ = ["Terminated", "exit_on_user_error", "required_value", "run_cli"]
+__all__ = ["Terminated", "exit_on_user_error", "hydra_app", "required_value", "run_cli"]
 
 _traceback_requested = os.environ.get("HYDRA_FULL_ERROR") == "1"
 
@@ -32,6 +35,24 @@ def exit_on_user_error(prog: str) -> Iterator[None]:
         sys.stderr.write(f"{prog}: error: {one_line(exc)}\n")
         sys.stderr.flush()
         sys.exit(1)
+
+
+def hydra_app(run: Callable[[DictConfig], Any], prog: str, config_name: str
+              ) -> Callable[[], None]:
+    """``run(cfg)`` as the ``@hydra.main`` function of ``configs/<config_name>.yaml``, its
+    user errors one line (:func:`exit_on_user_error`); start it with :func:`run_cli`.
+
+    The task carries ``run``'s module, from which Hydra names the job (and its log file,
+    ``<run dir>/<module>.log``), as if ``@hydra.main`` decorated a function there.
+    """
+
+    @functools.wraps(run)
+    def task(cfg: DictConfig) -> None:
+        with exit_on_user_error(prog):
+            run(cfg)
+
+    return hydra.main(version_base="1.3", config_path=str(CONFIG_DIR),
+                      config_name=config_name)(task)
 
 
 def run_cli(app: Callable[[], Any], prog: str) -> None:

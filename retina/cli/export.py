@@ -13,11 +13,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from retina.cli.common import exit_on_user_error, required_value, run_cli
-from retina.config import CONFIG_DIR
+from retina.cli.common import hydra_app, required_value, run_cli
 
 log = logging.getLogger("retina.export")
 
@@ -36,10 +34,7 @@ def export(cfg: DictConfig) -> dict:
     return metadata
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="export")
-def _app(cfg: DictConfig) -> None:
-    with exit_on_user_error("retina-export"):
-        export(cfg)
+_app = hydra_app(export, "retina-export", "export")
 
 
 def main() -> None:
