@@ -16,7 +16,7 @@ from retina.cli import Terminated, exit_on_interrupt
 from retina.config import CONFIG_DIR
 from retina.errors import ConfigError, one_line, user_errors
 
-__all__ = ["Terminated", "exit_on_user_error", "hydra_app", "required_value", "run_cli"]
+__all__ = ["Terminated", "exit_on_user_error", "hydra_main", "required_value", "run_cli"]
 
 _traceback_requested = os.environ.get("HYDRA_FULL_ERROR") == "1"
 
@@ -37,10 +37,11 @@ def exit_on_user_error(prog: str) -> Iterator[None]:
         sys.exit(1)
 
 
-def hydra_app(run: Callable[[DictConfig], Any], prog: str, config_name: str
-              ) -> Callable[[], None]:
-    """``run(cfg)`` as the ``@hydra.main`` function of ``configs/<config_name>.yaml``, its
-    user errors one line (:func:`exit_on_user_error`); start it with :func:`run_cli`.
+def hydra_main(run: Callable[[DictConfig], Any], prog: str, config_name: str
+               ) -> Callable[[], None]:
+    """The console entry point ``prog``: ``run(cfg)`` as the ``@hydra.main`` function of
+    ``configs/<config_name>.yaml``, started by :func:`run_cli`, its user errors one line
+    (:func:`exit_on_user_error`).
 
     The task carries ``run``'s module, from which Hydra names the job (and its log file,
     ``<run dir>/<module>.log``), as if ``@hydra.main`` decorated a function there.
@@ -51,8 +52,14 @@ def hydra_app(run: Callable[[DictConfig], Any], prog: str, config_name: str
         with exit_on_user_error(prog):
             run(cfg)
 
-    return hydra.main(version_base="1.3", config_path=str(CONFIG_DIR),
-                      config_name=config_name)(task)
+    app = hydra.main(version_base="1.3", config_path=str(CONFIG_DIR),
+                     config_name=config_name)(task)
+
+    def main() -> None:
+        run_cli(app, prog)
+
+    main.__doc__ = f"Console entry point ``{prog}``."
+    return main
 
 
 def run_cli(app: Callable[[], Any], prog: str) -> None:

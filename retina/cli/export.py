@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from retina.cli.common import hydra_app, required_value, run_cli
+from retina.cli.common import hydra_main, required_value
 
 log = logging.getLogger("retina.export")
 
@@ -34,12 +34,7 @@ def export(cfg: DictConfig) -> dict:
     return metadata
 
 
-_app = hydra_app(export, "retina-export", "export")
-
-
-def main() -> None:
-    """Console entry point ``retina-export``."""
-    run_cli(_app, "retina-export")
+main = hydra_main(export, "retina-export", "export")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from retina.cli import exit_on_interrupt
 with exit_on_interrupt("retina-stats"):  # Ctrl-C while loading: one line
     from omegaconf import DictConfig, OmegaConf
 
-    from retina.cli.common import hydra_app, run_cli
+    from retina.cli.common import hydra_main
     from retina.errors import ConfigError
 
 log = logging.getLogger("retina.stats")
@@ -118,12 +118,7 @@ def run_stats(cfg: DictConfig) -> dict[str, Any]:
     return stats
 
 
-_app = hydra_app(run_stats, "retina-stats", "stats")
-
-
-def main() -> None:
-    """Console entry point ``retina-stats``."""
-    run_cli(_app, "retina-stats")
+main = hydra_main(run_stats, "retina-stats", "stats")
 
 
 if __name__ == "__main__":
