@@ -114,16 +114,14 @@ class _SigmoidFocal(torch.autograd.Function):
             ctx.params = (alpha, gamma, reduction, hard)
             fwd = fk.hard_focal_forward if hard else fk.sigmoid_focal_forward
             loss = chunked(fwd, logits, targets, alpha, gamma, reduction != "none")
-        if reduction == "mean":
-            loss = loss / max(logits.numel(), 1)
+        loss = _dense_mean(loss, logits, reduction)
         return loss.to(logits.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
         logits, targets = ctx.saved_tensors
         alpha, gamma, reduction, hard = ctx.params
-        if reduction == "mean":
-            grad_out = grad_out / max(logits.numel(), 1)
+        grad_out = _dense_mean(grad_out, logits, reduction)
         if not isinstance(hard, bool) and not ctx.needs_input_grad[1]:  # the Triton module
             gx = hard.dense_backward(logits, targets, alpha, gamma, grad_out)
             return gx.to(logits.dtype), None, None, None, None, None
@@ -132,6 +130,11 @@ class _SigmoidFocal(torch.autograd.Function):
             return gx.to(logits.dtype), None, None, None, None, None
         grads = _soft_target_grads(ctx, fk.sigmoid_focal_backward, alpha, gamma, grad_out)
         return *grads, None, None, None, None
+
+
+def _dense_mean(value: Tensor, logits: Tensor, reduction: str) -> Tensor:
+    """``value`` (the loss, or the gradient flowing back) / ``logits.numel()`` for "mean"."""
+    return value / max(logits.numel(), 1) if reduction == "mean" else value
 
 
 def _soft_target_grads(ctx: Any, kernel: Callable[..., tuple[Tensor, Tensor | None]],
@@ -246,16 +249,14 @@ class _FocalStar(torch.autograd.Function):
         ctx.save_for_backward(logits, targets)
         ctx.params = (gamma, beta, reduction)
         loss = chunked(fk.focal_star_forward, logits, targets, gamma, beta, reduction != "none")
-        if reduction == "mean":
-            loss = loss / max(logits.numel(), 1)
+        loss = _dense_mean(loss, logits, reduction)
         return loss.to(logits.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
         logits, targets = ctx.saved_tensors
         gamma, beta, reduction = ctx.params
-        if reduction == "mean":
-            grad_out = grad_out / max(logits.numel(), 1)
+        grad_out = _dense_mean(grad_out, logits, reduction)
         grads = _soft_target_grads(ctx, fk.focal_star_backward, gamma, beta, grad_out)
         return *grads, None, None, None
 
