@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -29,9 +30,21 @@ def exit_on_user_error(prog: str) -> Iterator[None]:
     except user_errors() as exc:
         if _traceback_requested:
             raise
-        sys.stderr.write(f"{prog}: error: {one_line(exc)}\n")
+        message = f"{prog}: error: {one_line(exc)}"
+        _to_log_files(message)
+        sys.stderr.write(message + "\n")
         sys.stderr.flush()
         sys.exit(1)
+
+
+def _to_log_files(message: str) -> None:
+    """Write ``message`` into the log files Hydra opened (``<run dir>/<prog>.log``), so that
+    the folder of a run stopped by bad input says why; the console has it from stderr."""
+    root = logging.getLogger()
+    record = root.makeRecord(root.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in root.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def run_cli(app: Callable[[], Any], prog: str) -> None:
