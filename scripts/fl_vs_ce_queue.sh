@@ -4,7 +4,7 @@
 #
 #   bash scripts/fl_vs_ce_queue.sh parity   # retina vs torchvision's RetinaNet on shapes (400 it)
 #   bash scripts/fl_vs_ce_queue.sh study    # FL vs alpha-CE .75: shapes, shapes_coco_like, 4x
-#   bash scripts/fl_vs_ce_queue.sh all      # reference rows, short study rows, options, 4x
+#   bash scripts/fl_vs_ce_queue.sh all      # reference rows, the study's short rows, options, 4x
 #
 # Results land in outputs/parity/ and outputs/study22/; `retina-report DIR` tabulates each
 # sweep folder, with the torchvision runs of DIR/torchvision/ as reference rows. All runs use
@@ -62,10 +62,15 @@ parity() {
     parity_options
 }
 
-study_row() {  # study_row NAME [OVERRIDE]: item 3, FL vs alpha-CE .75, 3 seeds, retina then torchvision
+study_retina() {  # study_retina NAME [OVERRIDE]: item 3, retina FL vs alpha-CE .75, 3 seeds
     local d=outputs/study22/$1
     shift
     sweep "$d" ablation/fl_vs_ce=fl,ce_a75 train.seed=0,1,2 "$@"
+}
+
+study_tv() {  # study_tv NAME [OVERRIDE]: the same rows with torchvision's RetinaNet
+    local d=outputs/study22/$1
+    shift
     if [ "$d" = outputs/study22/shapes_short ]; then
         # the same runs as parity_reference: share them instead of training them twice
         mkdir -p "$d"
@@ -75,17 +80,23 @@ study_row() {  # study_row NAME [OVERRIDE]: item 3, FL vs alpha-CE .75, 3 seeds,
 }
 
 study() {  # issue 22 item 3, retina's default recipe
-    study_row shapes_short
-    study_row coco_like_short data=shapes_coco_like
-    study_row shapes_long schedule=long train.eval_period=200
+    study_retina shapes_short
+    study_tv shapes_short
+    study_retina coco_like_short data=shapes_coco_like
+    study_tv coco_like_short data=shapes_coco_like
+    study_retina shapes_long schedule=long train.eval_period=200
+    study_tv shapes_long schedule=long train.eval_period=200
 }
 
-all() {  # the order that answers the most first: reference rows, short study rows, the rest
+all() {  # the order that answers the most first: reference rows, new study rows, the rest
     parity_reference
-    study_row shapes_short
-    study_row coco_like_short data=shapes_coco_like
+    study_retina coco_like_short data=shapes_coco_like
+    study_retina shapes_short
+    study_tv shapes_short
+    study_tv coco_like_short data=shapes_coco_like
     parity_options
-    study_row shapes_long schedule=long train.eval_period=200
+    study_retina shapes_long schedule=long train.eval_period=200
+    study_tv shapes_long schedule=long train.eval_period=200
 }
 
 case "${1:-}" in

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -32,7 +33,9 @@ def exit_on_user_error(prog: str) -> Iterator[None]:
     except user_errors() as exc:
         if _traceback_requested:
             raise
-        sys.stderr.write(f"{prog}: error: {one_line(exc)}\n")
+        message = f"{prog}: error: {one_line(exc)}"
+        _to_log_files(message)
+        sys.stderr.write(message + "\n")
         sys.stderr.flush()
         sys.exit(1)
 
@@ -60,6 +63,16 @@ def hydra_main(run: Callable[[DictConfig], Any], prog: str, config_name: str
 
     main.__doc__ = f"Console entry point ``{prog}``."
     return main
+
+
+def _to_log_files(message: str) -> None:
+    """Write ``message`` into the log files Hydra opened (``<run dir>/<prog>.log``), so that
+    the folder of a run stopped by bad input says why; the console has it from stderr."""
+    root = logging.getLogger()
+    record = root.makeRecord(root.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in root.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def run_cli(app: Callable[[], Any], prog: str) -> None:
