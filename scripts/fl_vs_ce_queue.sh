@@ -7,8 +7,8 @@
 #   bash scripts/fl_vs_ce_queue.sh all      # reference rows, the study, then the options
 #   bash scripts/fl_vs_ce_queue.sh row coco_like_short  # one study row (shapes_short|coco_like_short|shapes_long)
 #
-# Two queues may run side by side when their jobs differ (e.g. `all` and `row coco_like_short`
-# started after `all` passed that row): a job folder in use by one is refused by the other.
+# Two queues may run side by side when their jobs differ (`parity` and `row coco_like_short`);
+# a job folder in use by one is refused by the other.
 #
 # Results land in outputs/parity/ and outputs/study22/; `retina-report DIR` tabulates each
 # sweep folder, with the torchvision runs of DIR/torchvision/ as reference rows. All runs use
