@@ -208,12 +208,14 @@ def run_device(device: str, backend: str, repeats: int) -> dict:
     return {"device": device, "backend": backend, "shape": [n, k], "cases": timings}
 
 
+def _header(*columns: str) -> list[str]:
+    """The title and rule lines of a markdown table with these columns."""
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def table(results: list[dict]) -> str:
-    rows = [
-        "| device | backend | loss | time (ms) | vs torchvision | peak extra (MiB) | "
-        "vs torchvision | first call (s) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    rows = _header("device", "backend", "loss", "time (ms)", "vs torchvision",
+                   "peak extra (MiB)", "vs torchvision", "first call (s)")
     for res in results:
         c = res["cases"]
         for ours, base in (
@@ -236,7 +238,7 @@ def table(results: list[dict]) -> str:
 
 def bandwidth_table(results: list[dict], copy_gbps: float) -> str:
     """Achieved GB/s of our CUDA cases against the copy bandwidth."""
-    rows = ["| backend | loss | achieved GB/s | copy GB/s / achieved |", "|---|---|---|---|"]
+    rows = _header("backend", "loss", "achieved GB/s", "copy GB/s / achieved")
     for res in results:
         if res["device"] != "cuda":
             continue
@@ -317,11 +319,8 @@ def paired_ratio(res: dict, base: str, backend: str) -> float:
 
 def step_table(results: list[dict]) -> str:
     """Markdown: CPU and wall seconds per step (medians) and paired ratios per backend."""
-    rows = [
-        "| model | backend | CPU s/step (median) | wall s/step (median, range) "
-        "| reference / backend | eager / backend | first step (s) |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    rows = _header("model", "backend", "CPU s/step (median)", "wall s/step (median, range)",
+                   "reference / backend", "eager / backend", "first step (s)")
     for res in results:
         for b, cpu in res["cpu_s"].items():
             wall = res["wall_s"][b]

@@ -4,7 +4,11 @@
 #
 #   bash scripts/fl_vs_ce_queue.sh parity   # retina vs torchvision's RetinaNet on shapes (400 it)
 #   bash scripts/fl_vs_ce_queue.sh study    # FL vs alpha-CE .75: shapes, shapes_coco_like, 4x
-#   bash scripts/fl_vs_ce_queue.sh all      # reference rows, short study rows, options, 4x
+#   bash scripts/fl_vs_ce_queue.sh all      # reference rows, the study, then the options
+#   bash scripts/fl_vs_ce_queue.sh row coco_like_short  # one study row (shapes_short|coco_like_short|shapes_long)
+#
+# Two queues may run side by side when their jobs differ (`parity` and `row coco_like_short`);
+# a job folder in use by one is refused by the other.
 #
 # Results land in outputs/parity/ and outputs/study22/; `retina-report DIR` tabulates each
 # sweep folder, with the torchvision runs of DIR/torchvision/ as reference rows. All runs use
@@ -62,10 +66,15 @@ parity() {
     parity_options
 }
 
-study_row() {  # study_row NAME [OVERRIDE]: item 3, FL vs alpha-CE .75, 3 seeds, retina then torchvision
+study_retina() {  # study_retina NAME [OVERRIDE]: item 3, retina FL vs alpha-CE .75, 3 seeds
     local d=outputs/study22/$1
     shift
     sweep "$d" ablation/fl_vs_ce=fl,ce_a75 train.seed=0,1,2 "$@"
+}
+
+study_tv() {  # study_tv NAME [OVERRIDE]: the same rows with torchvision's RetinaNet
+    local d=outputs/study22/$1
+    shift
     if [ "$d" = outputs/study22/shapes_short ]; then
         # the same runs as parity_reference: share them instead of training them twice
         mkdir -p "$d"
@@ -74,23 +83,42 @@ study_row() {  # study_row NAME [OVERRIDE]: item 3, FL vs alpha-CE .75, 3 seeds,
     tv_seeds "$d" "$@"
 }
 
-study() {  # issue 22 item 3, retina's default recipe
-    study_row shapes_short
-    study_row coco_like_short data=shapes_coco_like
-    study_row shapes_long schedule=long train.eval_period=200
+row_overrides() {  # the overrides of one study row
+    case "$1" in
+        shapes_short) ;;
+        coco_like_short) echo data=shapes_coco_like ;;
+        shapes_long) echo schedule=long train.eval_period=200 ;;
+        *) echo "unknown row $1 (shapes_short|coco_like_short|shapes_long)" >&2; exit 1 ;;
+    esac
 }
 
-all() {  # the order that answers the most first: reference rows, short study rows, the rest
+row() {  # row NAME: one study row, retina's FL and alpha-CE .75 then torchvision's, 3 seeds
+    local extra
+    extra=$(row_overrides "$1") || exit 1
+    # shellcheck disable=SC2086
+    study_retina "$1" $extra
+    # shellcheck disable=SC2086
+    study_tv "$1" $extra
+}
+
+study() {  # issue 22 item 3, retina's default recipe
+    row shapes_short
+    row coco_like_short
+    row shapes_long
+}
+
+all() {  # the order that answers the most first: reference rows, the study, then the options
     parity_reference
-    study_row shapes_short
-    study_row coco_like_short data=shapes_coco_like
+    row shapes_short
+    row coco_like_short
     parity_options
-    study_row shapes_long schedule=long train.eval_period=200
+    row shapes_long
 }
 
 case "${1:-}" in
     parity) parity ;;
     study) study ;;
     all) all ;;
-    *) echo "usage: bash scripts/fl_vs_ce_queue.sh parity|study|all" >&2; exit 1 ;;
+    row) row "${2:-}" ;;
+    *) echo "usage: bash scripts/fl_vs_ce_queue.sh parity|study|all|row NAME" >&2; exit 1 ;;
 esac

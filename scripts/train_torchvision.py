@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -93,15 +92,10 @@ def train_torchvision(run_dir: Path, overrides: Sequence[str]) -> dict | None:
         (hydra_dir / "hydra.yaml").write_text(yaml.safe_dump(runtime, sort_keys=False))
         dist = DistInfo(rank=0, world_size=1, local_rank=0)
         run = build_training_run(cfg, run_dir, dist, model_factory=build_torchvision_retinanet)
-        start = time.perf_counter()
-        try:
-            run.trainer.train(run.start_iter, run.max_iter)
-        finally:
-            run.logger.close()
-        metrics = run.eval_hook.metrics
+        metrics, seconds = run.train()
         write_metrics_json(run_dir / "metrics.json", metrics, run.config,
                            iteration=run.trainer.iteration, implementation=IMPLEMENTATION,
-                           train_seconds=round(time.perf_counter() - start, 1))
+                           train_seconds=round(seconds, 1))
         return metrics
     finally:
         rundir.release_run_dir(run_dir)

@@ -202,7 +202,7 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path, run_main, monkeyp
         data = json.loads((sweep_dir / str(job) / "metrics.json").read_text())
         assert data["status"] == "failed" and "base_lr" in data["error"]
         assert data["config"]["optim"]["base_lr"] == lr
-    from retina.analysis.runs import collect_runs
+    from retina.analysis.multirun import collect_runs
 
     runs = collect_runs(sweep_dir)
     assert [r.status for r in runs] == ["failed", "failed"]

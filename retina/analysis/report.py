@@ -15,8 +15,9 @@ the rest of the grid is recovered from ``multirun.yaml``), and writes
 - ``DIR/heatmap.png``: mean AP over γ × α (or over the two swept axes when γ and α are fixed);
 - ``DIR/curves.png``: AP against iteration per row, when the jobs evaluated periodically.
 
-Each job has its own module: reading (:mod:`retina.analysis.runs`), matching runs to the
-paper's rows (:mod:`retina.analysis.paper_match`), building the table
+Each job has its own module: reading the sweep (:mod:`retina.analysis.multirun`; one job
+folder: :mod:`retina.analysis.runs`), matching runs to the paper's rows
+(:mod:`retina.analysis.paper_match`), building the table
 (:mod:`retina.analysis.table`, seed groups in :mod:`retina.analysis.groups`), markdown and CSV
 (:mod:`retina.analysis.table_format`), the heatmap (:mod:`retina.analysis.heatmap`) and the
 curves (:mod:`retina.analysis.curves`); this module only wires them for
@@ -29,7 +30,7 @@ from pathlib import Path
 
 from retina.analysis.curves import plot_curves
 from retina.analysis.heatmap import plot_heatmap
-from retina.analysis.runs import collect_runs
+from retina.analysis.multirun import collect_runs
 from retina.analysis.table import ReportTable, build_table
 from retina.analysis.table_format import format_markdown, group_label, write_csv
 from retina.utils.io import write_text_atomic

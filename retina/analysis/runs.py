@@ -1,9 +1,8 @@
-"""Reading a Hydra multirun directory into :class:`Run` records for ``retina-report``.
+"""One job folder of a Hydra sweep read into a :class:`Run` record for ``retina-report``.
 
-Every job is kept: finished ones with their ``metrics.json``; failed or unfinished ones with
-the reason found in ``metrics.json`` or in the job's log; and jobs the sweep never started (an
-interrupted sweep, a cluster time limit), rebuilt from ``multirun.yaml`` exactly as Hydra's
-basic sweeper expands its grid, so that job ``i`` is folder ``DIR/i``.
+A finished job keeps its ``metrics.json``; a failed or unfinished one the reason found in
+``metrics.json`` or in the job's log. The sweep as a whole (jobs never started, reference
+runs) is :mod:`retina.analysis.multirun`'s.
 """
 
 from __future__ import annotations
@@ -17,13 +16,8 @@ from typing import Any
 
 import yaml
 
-__all__ = ["REFERENCE_DIR", "Run", "brief", "collect_runs", "expected_jobs", "read_run",
+__all__ = ["Run", "brief", "experiment_of", "hydra_choices", "load_yaml", "read_run",
            "split_override"]
-
-REFERENCE_DIR = "torchvision"
-"""Sub-folder of a sweep holding reference runs of another implementation (one folder per run,
-written by ``scripts/train_torchvision.py``); they are listed after the sweep's jobs, and the
-sweep's own jobs then get ``implementation: retina`` in their config."""
 
 _LOG_PREFIX = re.compile(r"^\[[^\]]*\]\[[^\]]*\]\[[A-Z]+\] - ")
 _ERROR_LINE = re.compile(r"error|exception|diverg|non-finite|nan loss|killed", re.IGNORECASE)
@@ -59,7 +53,7 @@ class Run:
     path: Path | None = None
 
 
-def _load_yaml(path: Path) -> Any:
+def load_yaml(path: Path) -> Any:
     """Plain YAML (Hydra's files hold no tags); ``None`` when missing or unreadable."""
     try:
         with open(path, encoding="utf-8") as f:
@@ -74,7 +68,8 @@ def split_override(text: str) -> tuple[str, str]:
     return key.lstrip("+~"), value
 
 
-def _experiment(overrides: list[str], choices: dict[str, str]) -> str | None:
+def experiment_of(overrides: list[str], choices: dict[str, str]) -> str | None:
+    """The ``+experiment=NAME`` of a job's overrides, else its ``experiment`` group choice."""
     for text in overrides:
         key, value = split_override(text)
         if key == "experiment":
@@ -82,30 +77,13 @@ def _experiment(overrides: list[str], choices: dict[str, str]) -> str | None:
     return choices.get("experiment")
 
 
-def expected_jobs(multirun_dir: Path) -> list[list[str]]:
-    """The overrides of every job the sweep in ``multirun_dir/multirun.yaml`` launches.
-
-    Expands ``hydra.sweeper.params`` plus the command-line overrides the way Hydra's basic
-    sweeper does (later keys vary fastest). Returns ``[]`` when the file is missing or its
-    sweep cannot be expanded without the config tree (e.g. ``glob(...)`` over a group).
-    """
-    conf = _load_yaml(multirun_dir / "multirun.yaml")
-    if not isinstance(conf, dict):
-        return []
-    hydra_conf = conf.get("hydra") or {}
-    params = (hydra_conf.get("sweeper") or {}).get("params") or {}
-    task = (hydra_conf.get("overrides") or {}).get("task") or []
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
-    lines = [f"{k}={v}" for k, v in params.items()] + [str(t) for t in task]
-    try:
-        parsed = OverridesParser.create().parse_overrides(lines)
-        batches = BasicSweeper.split_arguments(parsed, None)
-    except (HydraException, ValueError, AssertionError):
-        return []
-    return [list(job) for batch in batches for job in batch]
+def hydra_choices(conf: Any) -> dict[str, str]:
+    """Hydra's config-group choices (``hydra.runtime.choices``) of a loaded ``hydra.yaml`` or
+    ``multirun.yaml``; ``{}`` when it has none."""
+    hydra_conf = conf.get("hydra") if isinstance(conf, dict) else None
+    runtime = hydra_conf.get("runtime") if isinstance(hydra_conf, dict) else None
+    choices = runtime.get("choices") if isinstance(runtime, dict) else None
+    return {str(k): str(v) for k, v in choices.items()} if isinstance(choices, dict) else {}
 
 
 def _metrics_from(data: dict[str, Any]) -> dict[str, float]:
@@ -151,14 +129,12 @@ def _log_reason(job_dir: Path) -> tuple[str, bool]:
 
 def read_run(job_dir: Path) -> Run:
     """Read one job folder (``.hydra/``, ``metrics.json``, ``*.log``) into a :class:`Run`."""
-    overrides = _load_yaml(job_dir / ".hydra" / "overrides.yaml")
+    overrides = load_yaml(job_dir / ".hydra" / "overrides.yaml")
     overrides = [str(o) for o in overrides] if isinstance(overrides, list) else []
-    hydra_conf = _load_yaml(job_dir / ".hydra" / "hydra.yaml")
-    runtime = (hydra_conf or {}).get("hydra", {}).get("runtime", {}) if hydra_conf else {}
-    choices = {str(k): str(v) for k, v in (runtime.get("choices") or {}).items()}
+    choices = hydra_choices(load_yaml(job_dir / ".hydra" / "hydra.yaml"))
     run = Run(name=job_dir.name, status="unfinished", overrides=overrides, choices=choices,
-              experiment=_experiment(overrides, choices), path=job_dir)
-    config = _load_yaml(job_dir / ".hydra" / "config.yaml")
+              experiment=experiment_of(overrides, choices), path=job_dir)
+    config = load_yaml(job_dir / ".hydra" / "config.yaml")
     run.config = config if isinstance(config, dict) else {}
     if refused := _refused_target(run.config, job_dir / ".hydra" / "config.yaml"):
         run.status, run.reason = "failed", refused
@@ -220,86 +196,3 @@ def _train_seconds(data: dict[str, Any]) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return max(0.0, float(value))
     return None
-
-
-def _job_dirs(multirun_dir: Path) -> dict[int, Path]:
-    return {
-        int(p.name): p
-        for p in multirun_dir.iterdir()
-        if p.is_dir() and p.name.isdigit()
-    }
-
-
-def _is_job(job_dir: Path) -> bool:
-    """A folder a Hydra job wrote (Hydra writes ``.hydra/`` before the job starts)."""
-    return (job_dir / ".hydra").is_dir() or (job_dir / "metrics.json").is_file()
-
-
-def collect_runs(multirun_dir: Path) -> list[Run]:
-    """Every job of the multirun directory, in sweep order, none dropped.
-
-    A directory that is itself a single run (it holds ``metrics.json`` or ``.hydra/``) is
-    read as a one-job sweep.
-
-    Raises:
-        FileNotFoundError: ``multirun_dir`` does not exist or is not a directory.
-        ValueError: it holds neither job folders nor a ``multirun.yaml``.
-    """
-    multirun_dir = Path(multirun_dir)
-    if not multirun_dir.is_dir():
-        raise FileNotFoundError(f"{multirun_dir}: no such directory")
-    jobs = _job_dirs(multirun_dir)
-    expected = expected_jobs(multirun_dir)
-    if not expected and not any(_is_job(p) for p in jobs.values()):
-        jobs = {}  # numbered folders, but none a job wrote: not a sweep
-    references = _reference_runs(multirun_dir)
-    if not jobs and not expected:
-        if (multirun_dir / "metrics.json").is_file() or (multirun_dir / ".hydra").is_dir():
-            return [read_run(multirun_dir)]
-        if references:
-            return references
-        raise ValueError(
-            f"{multirun_dir}: no runs found (expected job folders 0/, 1/, ... and "
-            "multirun.yaml from `retina-train -m ...`)"
-        )
-    runs = []
-    sweep_conf = _load_yaml(multirun_dir / "multirun.yaml")
-    runtime = ((sweep_conf or {}).get("hydra") or {}).get("runtime") or {}
-    choices = {str(k): str(v) for k, v in (runtime.get("choices") or {}).items()}
-    experiment = next((_experiment(job, choices) for job in expected), None)
-    for index in range(max([len(expected), *[i + 1 for i in jobs]])):
-        if index in jobs:
-            runs.append(read_run(jobs[index]))
-        else:
-            overrides = expected[index] if index < len(expected) else []
-            runs.append(Run(name=str(index), status="not started", overrides=overrides,
-                            choices=_job_choices(choices, overrides), experiment=experiment,
-                            reason="" if overrides else "folder missing"))
-    if references:  # the sweep's own jobs become the "retina" rows beside them
-        for run in runs:
-            run.config.setdefault("implementation", "retina")
-    return runs + references
-
-
-def _reference_runs(multirun_dir: Path) -> list[Run]:
-    """The runs under ``multirun_dir/REFERENCE_DIR/*/``, by folder name."""
-    folder = multirun_dir / REFERENCE_DIR
-    if not folder.is_dir():
-        return []
-    runs = []
-    for job_dir in sorted(p for p in folder.iterdir() if p.is_dir() and _is_job(p)):
-        run = read_run(job_dir)
-        run.name = f"{REFERENCE_DIR}/{job_dir.name}"
-        run.config.setdefault("implementation", REFERENCE_DIR)
-        runs.append(run)
-    return runs
-
-
-def _job_choices(choices: dict[str, str], overrides: list[str]) -> dict[str, str]:
-    """The sweep's group choices with this job's group overrides (``loss=ce``) applied."""
-    choices = dict(choices)
-    for text in overrides:
-        key, value = split_override(text)
-        if key in choices:
-            choices[key] = value
-    return choices

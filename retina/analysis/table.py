@@ -1,7 +1,7 @@
 """The rows of a sweep's report: which settings are columns, the seed groups, the paper's
 matching rows, the best means (bold) and each row's AP difference to the reference row.
 
-:func:`build_table` turns :func:`retina.analysis.runs.collect_runs`'s jobs into a
+:func:`build_table` turns :func:`retina.analysis.multirun.collect_runs`'s jobs into a
 :class:`ReportTable`; :mod:`retina.analysis.table_format` writes it as ``table.md`` and
 ``table.csv``, :mod:`retina.analysis.heatmap` draws it.
 """

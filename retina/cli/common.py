@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from retina.cli import Terminated, exit_on_interrupt
+from retina.config import CONFIG_DIR
 from retina.errors import ConfigError, one_line, user_errors
 
-__all__ = ["Terminated", "exit_on_user_error", "required_value", "run_cli"]
+__all__ = ["Terminated", "exit_on_user_error", "hydra_main", "required_value", "run_cli"]
 
 _traceback_requested = os.environ.get("HYDRA_FULL_ERROR") == "1"
 
@@ -29,9 +33,46 @@ def exit_on_user_error(prog: str) -> Iterator[None]:
     except user_errors() as exc:
         if _traceback_requested:
             raise
-        sys.stderr.write(f"{prog}: error: {one_line(exc)}\n")
+        message = f"{prog}: error: {one_line(exc)}"
+        _to_log_files(message)
+        sys.stderr.write(message + "\n")
         sys.stderr.flush()
         sys.exit(1)
+
+
+def hydra_main(run: Callable[[DictConfig], Any], prog: str, config_name: str
+               ) -> Callable[[], None]:
+    """The console entry point ``prog``: ``run(cfg)`` as the ``@hydra.main`` function of
+    ``configs/<config_name>.yaml``, started by :func:`run_cli`, its user errors one line
+    (:func:`exit_on_user_error`).
+
+    The task carries ``run``'s module, from which Hydra names the job (and its log file,
+    ``<run dir>/<module>.log``), as if ``@hydra.main`` decorated a function there.
+    """
+
+    @functools.wraps(run)
+    def task(cfg: DictConfig) -> None:
+        with exit_on_user_error(prog):
+            run(cfg)
+
+    app = hydra.main(version_base="1.3", config_path=str(CONFIG_DIR),
+                     config_name=config_name)(task)
+
+    def main() -> None:
+        run_cli(app, prog)
+
+    main.__doc__ = f"Console entry point ``{prog}``."
+    return main
+
+
+def _to_log_files(message: str) -> None:
+    """Write ``message`` into the log files Hydra opened (``<run dir>/<prog>.log``), so that
+    the folder of a run stopped by bad input says why; the console has it from stderr."""
+    root = logging.getLogger()
+    record = root.makeRecord(root.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in root.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def run_cli(app: Callable[[], Any], prog: str) -> None:

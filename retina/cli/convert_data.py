@@ -9,7 +9,7 @@
 Prints what it wrote, what it fixed or skipped, and the overrides to train on the result.
 Unusable input, and an ``--out`` that is not a regular file (a FIFO, a device, a folder,
 a symbolic link), exit with status 1 and one line naming the file, before anything is
-written (see :mod:`retina.data.convert`).
+written (see :mod:`retina.data.convert_voc` and :mod:`retina.data.convert_yolo`).
 """
 
 from __future__ import annotations
@@ -24,14 +24,9 @@ from typing import Any
 from retina.cli import exit_on_interrupt
 
 with exit_on_interrupt("retina-convert-data"):  # Ctrl-C while loading: one line
-    from retina.data.convert import (
-        EXIF_FRAMES,
-        ConversionReport,
-        check_coco_names,
-        convert_voc,
-        convert_yolo,
-        load_yolo_names,
-    )
+    from retina.data.convert_common import ConversionReport
+    from retina.data.convert_voc import EXIF_FRAMES, convert_voc
+    from retina.data.convert_yolo import check_coco_names, convert_yolo, load_yolo_names
     from retina.data.images import IMAGE_SUFFIXES
     from retina.errors import DataError, ResultsError
     from retina.utils.io import require_output_file, write_json_atomic

@@ -13,11 +13,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from retina.cli.common import exit_on_user_error, required_value, run_cli
-from retina.config import CONFIG_DIR
+from retina.cli.common import hydra_main, required_value
 
 log = logging.getLogger("retina.export")
 
@@ -36,15 +34,7 @@ def export(cfg: DictConfig) -> dict:
     return metadata
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="export")
-def _app(cfg: DictConfig) -> None:
-    with exit_on_user_error("retina-export"):
-        export(cfg)
-
-
-def main() -> None:
-    """Console entry point ``retina-export``."""
-    run_cli(_app, "retina-export")
+main = hydra_main(export, "retina-export", "export")
 
 
 if __name__ == "__main__":

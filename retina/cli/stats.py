@@ -15,11 +15,9 @@ from typing import Any
 from retina.cli import exit_on_interrupt
 
 with exit_on_interrupt("retina-stats"):  # Ctrl-C while loading: one line
-    import hydra
     from omegaconf import DictConfig, OmegaConf
 
-    from retina.cli.common import exit_on_user_error, run_cli
-    from retina.config import CONFIG_DIR
+    from retina.cli.common import hydra_main
     from retina.errors import ConfigError
 
 log = logging.getLogger("retina.stats")
@@ -120,15 +118,7 @@ def run_stats(cfg: DictConfig) -> dict[str, Any]:
     return stats
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="stats")
-def _app(cfg: DictConfig) -> None:
-    with exit_on_user_error("retina-stats"):
-        run_stats(cfg)
-
-
-def main() -> None:
-    """Console entry point ``retina-stats``."""
-    run_cli(_app, "retina-stats")
+main = hydra_main(run_stats, "retina-stats", "stats")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -60,16 +59,10 @@ def train(cfg: DictConfig, run_dir: str | Path, dir_key: str = "hydra.run.dir") 
         if not cfg.train.resume:
             rundir.require_fresh_run_dir(run_dir, dir_key)
         run = build_training_run(cfg, run_dir, dist)
-        start = time.perf_counter()
-        try:
-            run.trainer.train(run.start_iter, run.max_iter)
-        finally:
-            run.logger.close()
-        metrics = run.eval_hook.metrics
+        metrics, seconds = run.train()
         if dist.is_main:
-            seconds = round(time.perf_counter() - start, 1)
             write_metrics_json(run_dir / "metrics.json", metrics, run.config,
-                               iteration=run.trainer.iteration, train_seconds=seconds,
+                               iteration=run.trainer.iteration, train_seconds=round(seconds, 1),
                                focal_backend=run.focal_backend)  # fmt: skip
             print(format_metrics_table(metrics), flush=True)
             log.info("wrote %s", run_dir / "metrics.json")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,17 +84,28 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _entries(items: list, kind: str, required: tuple[str, ...], source: str,
+             problems: list[Problem]) -> Iterator[tuple[int, dict, Any, str, list[str]]]:
+    """``(position, entry, its id, where, missing required keys)`` of each object in the
+    ``kind`` list (``"image"``, ``"annotation"``); ``where`` names it by its id when that is an
+    integer (``image id 3``), else by position (``images[2]``). An entry that is not an
+    object is reported and skipped."""
+    for pos, entry in enumerate(items):
+        if not isinstance(entry, dict):
+            problems.append(Problem(f"{source}: {kind}s[{pos}] is not an object"))
+            continue
+        entry_id = entry.get("id")
+        where = f"{kind} id {entry_id}" if _is_int(entry_id) else f"{kind}s[{pos}]"
+        yield pos, entry, entry_id, where, [k for k in required if k not in entry]
+
+
 def _check_images(images: list, source: str, problems: list[Problem]
                   ) -> dict[int, tuple | None]:
     """Image id -> (width, height); ``None`` for an image already reported as malformed."""
     sizes: dict[int, tuple | None] = {}
-    for pos, img in enumerate(images):
-        if not isinstance(img, dict):
-            problems.append(Problem(f"{source}: images[{pos}] is not an object"))
-            continue
-        image_id = img.get("id")
-        where = f"image id {image_id}" if _is_int(image_id) else f"images[{pos}]"
-        missing = [k for k in ("id", "file_name", "width", "height") if k not in img]
+    required = ("id", "file_name", "width", "height")
+    for _, img, image_id, where, missing in _entries(images, "image", required, source,
+                                                     problems):
         if "id" in missing or not _is_int(image_id):
             problems.append(Problem(f"{source}: {where}: needs an integer id, got {image_id!r}"))
             continue
@@ -187,13 +198,9 @@ def _check_annotations(annotations: list, sizes: dict[int, tuple | None], cat_id
                        source: str, problems: list[Problem]) -> None:
     seen: set[int] = set()
     records: list[tuple[int, int, list, int]] = []
-    for pos, ann in enumerate(annotations):
-        if not isinstance(ann, dict):
-            problems.append(Problem(f"{source}: annotations[{pos}] is not an object"))
-            continue
-        ann_id = ann.get("id")
-        where = f"annotation id {ann_id}" if _is_int(ann_id) else f"annotations[{pos}]"
-        missing = [k for k in ("id", "image_id", "category_id", "bbox") if k not in ann]
+    required = ("id", "image_id", "category_id", "bbox")
+    for pos, ann, ann_id, where, missing in _entries(annotations, "annotation", required,
+                                                     source, problems):
         if missing:
             problems.append(Problem(f"{source}: {where}: missing key(s) {', '.join(missing)}",
                                     ann_id=ann_id if _is_int(ann_id) else None))

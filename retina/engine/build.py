@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,6 +234,16 @@ class TrainingRun:
     max_iter: int
     config: dict[str, Any]
     focal_backend: str  # how the loss's focal kernels run (the resolved ``loss.backend``)
+
+    def train(self) -> tuple[dict[str, float], float]:
+        """Train from ``start_iter`` to ``max_iter``, the logger closed even when training
+        fails; returns the final evaluation's metrics and the seconds it took."""
+        start = time.perf_counter()
+        try:
+            self.trainer.train(self.start_iter, self.max_iter)
+        finally:
+            self.logger.close()
+        return self.eval_hook.metrics, time.perf_counter() - start
 
 
 def load_resume_state(

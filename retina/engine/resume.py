@@ -9,6 +9,9 @@ those cannot be honoured by restoring them, so a resume compares the two configs
   old seed's weights and random state), unless ``train.resume_reset=optim`` asks to rebuild
   the optimizer and the schedule from the new config (``optim.*``, ``schedule.*`` and
   ``train.batch_size`` may then differ; the model, loss and seed never may).
+- ``loss.backend`` (which kernels compute the focal loss: the same numbers) may differ, so
+  a run started with a backend this version no longer has (``native``, ``compile``)
+  resumes with ``auto``.
 - ``train.max_iter`` may grow or shrink, but not below the checkpoint's iteration.
 - everything else (``train.max_iter``, periods, logging, workers, device, data paths and
   augmentation) is taken from the new config.
@@ -29,6 +32,8 @@ from retina.utils.dotted import select
 from retina.utils.instantiate import check_targets
 
 MUST_MATCH = ("model", "loss", "optim", "schedule", "train.batch_size", "train.seed")
+# Inside MUST_MATCH, but free to change: how the loss is computed, not what it computes.
+NUMERICALLY_EQUAL = ("loss.backend",)
 RESETTABLE = {"optim": ("optim", "schedule", "train.batch_size")}
 RESET_CHOICES = (None, *RESETTABLE)
 
@@ -57,13 +62,17 @@ def _effective(node: Any, root: str) -> Any:
 def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Dotted keys under :data:`MUST_MATCH` whose values differ between two resolved
     configs (a key present in one only counts as a difference, except a model key that
-    ``build_retinanet`` defaults: there the default stands in)."""
+    ``build_retinanet`` defaults: there the default stands in). Keys of
+    :data:`NUMERICALLY_EQUAL` are never a difference."""
     changed = []
     for root in MUST_MATCH:
         a = _flatten(_effective(select(old, root), root), root)
         b = _flatten(_effective(select(new, root), root), root)
         keys = sorted(set(a) | set(b))
-        changed += [k for k in keys if a.get(k, "<absent>") != b.get(k, "<absent>")]
+        changed += [
+            k for k in keys
+            if k not in NUMERICALLY_EQUAL and a.get(k, "<absent>") != b.get(k, "<absent>")
+        ]  # fmt: skip
     return changed
 
 

@@ -159,6 +159,7 @@ class Trainer:
         start = time.perf_counter()
         images, targets = next(self.data)
         images, targets = self._to_device(images, targets)
+        buffers = self._snapshot_buffers()
         with self._autocast():
             loss_dict, stats = self.model(images, targets)
         loss_dict = {k: v.float() for k, v in loss_dict.items()}
@@ -187,6 +188,9 @@ class Trainer:
         if stepped or (loss_ok and self.scaler.is_enabled()):
             self.nonfinite_in_a_row = 0
         else:
+            # A skipped step changes nothing: its forward already wrote into the BN running
+            # statistics (and the loss normaliser's EMA), possibly NaN; put them back.
+            self._restore_buffers(buffers)
             self._count_nonfinite("loss" if not loss_ok else "gradient norm", values)
         self.images_seen += len(images) * self.dist.world_size
         elapsed = max(time.perf_counter() - start, 1e-9)
@@ -211,6 +215,17 @@ class Trainer:
             for t in targets
         ]  # fmt: skip
         return images, targets
+
+    def _snapshot_buffers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``(buffer, copy)`` for every buffer the forward may update (BN running
+        statistics, the normaliser EMA): a few floats per channel, cheap to copy."""
+        return [(b, b.detach().clone()) for b in self.model.buffers()]
+
+    @staticmethod
+    def _restore_buffers(saved: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        with torch.no_grad():
+            for buffer, copy in saved:
+                buffer.copy_(copy)
 
     def _autocast(self):
         if self.amp_dtype is None:

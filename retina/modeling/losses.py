@@ -56,15 +56,8 @@ class FocalLoss:
         self.alpha = check_number("alpha", alpha, 0.0, 1.0, optional=True)
         self.backend = check_backend(backend)
 
-    def __call__(
-        self,
-        logits: Tensor,
-        labels: Tensor,
-        num_images: int,
-        *,
-        anchors: Tensor | None = None,
-        per_image: bool = False,
-    ) -> Tensor:
+    def __call__(self, logits: Tensor, labels: Tensor, num_images: int, *,
+                 anchors: Tensor | None = None, per_image: bool = False) -> Tensor:
         if not per_image:
             return sigmoid_focal_loss_from_labels(
                 logits, labels, self.alpha, self.gamma, "sum", backend=self.backend
@@ -94,15 +87,8 @@ class FocalLossStar:
         self.gamma = check_number("gamma", gamma, 0.0, low_open=True)  # FL* divides by it
         self.beta = check_number("beta", beta)
 
-    def __call__(
-        self,
-        logits: Tensor,
-        labels: Tensor,
-        num_images: int,
-        *,
-        anchors: Tensor | None = None,
-        per_image: bool = False,
-    ) -> Tensor:
+    def __call__(self, logits: Tensor, labels: Tensor, num_images: int, *,
+                 anchors: Tensor | None = None, per_image: bool = False) -> Tensor:
         valid = labels >= -1
         targets = F.one_hot(labels.clamp(min=-1) + 1, logits.shape[1] + 1)[:, 1:]
         loss = focal_loss_star(
@@ -177,15 +163,8 @@ class OHEMLoss:
         mask = torch.zeros_like(labels, dtype=torch.bool)
         return mask.scatter_(1, idx, chosen)
 
-    def __call__(
-        self,
-        logits: Tensor,
-        labels: Tensor,
-        num_images: int,
-        *,
-        anchors: Tensor | None = None,
-        per_image: bool = False,
-    ) -> Tensor:
+    def __call__(self, logits: Tensor, labels: Tensor, num_images: int, *,
+                 anchors: Tensor | None = None, per_image: bool = False) -> Tensor:
         if anchors is None:
             raise ValueError("OHEMLoss needs anchors=(A, 4) to run NMS over anchor boxes")
         ce = sigmoid_focal_loss_from_labels(

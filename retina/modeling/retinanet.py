@@ -295,14 +295,9 @@ class RetinaNet(nn.Module):
         top, flat = sub.reshape(b, kk * k).topk(torch.sym_min(self.topk_candidates, kk * k), 1)
         return top, best_anchors.gather(1, flat // k), flat % k
 
-    def candidates(
-        self,
-        logits: Tensor,
-        deltas: Tensor,
-        anchors: Tensor,
-        anchors_per_level: list[int],
-        sizes: Tensor,
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    def candidates(self, logits: Tensor, deltas: Tensor, anchors: Tensor,
+                   anchors_per_level: list[int], sizes: Tensor
+                   ) -> tuple[Tensor, Tensor, Tensor]:
         """Per-level top-k (anchor, class) pairs, decoded and clipped, before threshold and NMS.
 
         Shared by :meth:`inference` and the exported graph (:mod:`retina.export`).
@@ -332,14 +327,8 @@ class RetinaNet(nn.Module):
         return scores_t, labels_t, clip_boxes(boxes, sizes)  # (B, C, 4)
 
     @torch.no_grad()
-    def inference(
-        self,
-        logits: Tensor,
-        deltas: Tensor,
-        anchors: Tensor,
-        anchors_per_level: list[int],
-        sizes: Tensor,
-    ) -> list[dict[str, Tensor]]:
+    def inference(self, logits: Tensor, deltas: Tensor, anchors: Tensor,
+                  anchors_per_level: list[int], sizes: Tensor) -> list[dict[str, Tensor]]:
         """Batched postprocessing: per-level threshold + top-k, decode, clip, one NMS call for
         all images and classes, best ``detections_per_img`` per image.
 

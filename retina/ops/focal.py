@@ -17,6 +17,8 @@ alpha-balanced CE is ``gamma=0``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -112,29 +114,38 @@ class _SigmoidFocal(torch.autograd.Function):
             ctx.params = (alpha, gamma, reduction, hard)
             fwd = fk.hard_focal_forward if hard else fk.sigmoid_focal_forward
             loss = chunked(fwd, logits, targets, alpha, gamma, reduction != "none")
-        if reduction == "mean":
-            loss = loss / max(logits.numel(), 1)
+        loss = _dense_mean(loss, logits, reduction)
         return loss.to(logits.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
         logits, targets = ctx.saved_tensors
         alpha, gamma, reduction, hard = ctx.params
-        if reduction == "mean":
-            grad_out = grad_out / max(logits.numel(), 1)
+        grad_out = _dense_mean(grad_out, logits, reduction)
         if not isinstance(hard, bool) and not ctx.needs_input_grad[1]:  # the Triton module
             gx = hard.dense_backward(logits, targets, alpha, gamma, grad_out)
             return gx.to(logits.dtype), None, None, None, None, None
         if hard is True and not ctx.needs_input_grad[1]:
             gx = chunked(fk.hard_focal_backward, logits, targets, alpha, gamma, grad_out)
             return gx.to(logits.dtype), None, None, None, None, None
-        gx, gt = chunked(
-            fk.sigmoid_focal_backward, logits, targets, alpha, gamma, grad_out,
-            ctx.needs_input_grad[1],
-        )  # fmt: skip
-        gx = gx.to(logits.dtype) if ctx.needs_input_grad[0] else None
-        gt = gt.to(targets.dtype) if gt is not None else None
-        return gx, gt, None, None, None, None
+        grads = _soft_target_grads(ctx, fk.sigmoid_focal_backward, alpha, gamma, grad_out)
+        return *grads, None, None, None, None
+
+
+def _dense_mean(value: Tensor, logits: Tensor, reduction: str) -> Tensor:
+    """``value`` (the loss, or the gradient flowing back) / ``logits.numel()`` for "mean"."""
+    return value / max(logits.numel(), 1) if reduction == "mean" else value
+
+
+def _soft_target_grads(ctx: Any, kernel: Callable[..., tuple[Tensor, Tensor | None]],
+                       *params: Any) -> tuple[Tensor | None, Tensor | None]:
+    """``(d logits, d targets)`` of a backward ``kernel(logits, targets, *params,
+    targets_grad)`` on the saved inputs, in their dtypes; None where autograd needs none."""
+    logits, targets = ctx.saved_tensors
+    gx, gt = chunked(kernel, logits, targets, *params, ctx.needs_input_grad[1])
+    gx = gx.to(logits.dtype) if ctx.needs_input_grad[0] else None
+    gt = gt.to(targets.dtype) if gt is not None else None
+    return gx, gt
 
 
 def _all_zero_or_one(targets: Tensor) -> bool:
@@ -142,15 +153,9 @@ def _all_zero_or_one(targets: Tensor) -> bool:
     return bool(torch.logical_or(targets == 0, targets == 1).all())
 
 
-def sigmoid_focal_loss(
-    logits: Tensor,
-    targets: Tensor,
-    alpha: float | None = 0.25,
-    gamma: float = 2.0,
-    reduction: str = "none",
-    *,
-    backend: str = "auto",
-) -> Tensor:
+def sigmoid_focal_loss(logits: Tensor, targets: Tensor, alpha: float | None = 0.25,
+                       gamma: float = 2.0, reduction: str = "none", *,
+                       backend: str = "auto") -> Tensor:
     """Sigmoid focal loss FL = -alpha_t (1 - p_t)^gamma log(p_t), a drop-in for torchvision's.
 
     Args:
@@ -207,15 +212,9 @@ def _mean_scale(logits: Tensor, labels: Tensor, reduction: str) -> float:
     return 1.0 / max(int((labels >= -1).sum().item()) * logits.shape[1], 1)
 
 
-def sigmoid_focal_loss_from_labels(
-    logits: Tensor,
-    labels: Tensor,
-    alpha: float | None = 0.25,
-    gamma: float = 2.0,
-    reduction: str = "sum",
-    *,
-    backend: str = "auto",
-) -> Tensor:
+def sigmoid_focal_loss_from_labels(logits: Tensor, labels: Tensor, alpha: float | None = 0.25,
+                                   gamma: float = 2.0, reduction: str = "sum", *,
+                                   backend: str = "auto") -> Tensor:
     """Sigmoid focal loss against integer labels, without materialising a one-hot target.
 
     One fused kernel forms the target as the broadcast comparison ``labels[:, None] ==
@@ -250,32 +249,20 @@ class _FocalStar(torch.autograd.Function):
         ctx.save_for_backward(logits, targets)
         ctx.params = (gamma, beta, reduction)
         loss = chunked(fk.focal_star_forward, logits, targets, gamma, beta, reduction != "none")
-        if reduction == "mean":
-            loss = loss / max(logits.numel(), 1)
+        loss = _dense_mean(loss, logits, reduction)
         return loss.to(logits.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
         logits, targets = ctx.saved_tensors
         gamma, beta, reduction = ctx.params
-        if reduction == "mean":
-            grad_out = grad_out / max(logits.numel(), 1)
-        gx, gt = chunked(
-            fk.focal_star_backward, logits, targets, gamma, beta, grad_out,
-            ctx.needs_input_grad[1],
-        )  # fmt: skip
-        gx = gx.to(logits.dtype) if ctx.needs_input_grad[0] else None
-        gt = gt.to(targets.dtype) if gt is not None else None
-        return gx, gt, None, None, None
+        grad_out = _dense_mean(grad_out, logits, reduction)
+        grads = _soft_target_grads(ctx, fk.focal_star_backward, gamma, beta, grad_out)
+        return *grads, None, None, None
 
 
-def focal_loss_star(
-    logits: Tensor,
-    targets: Tensor,
-    gamma: float = 4.0,
-    beta: float = 0.0,
-    reduction: str = "none",
-) -> Tensor:
+def focal_loss_star(logits: Tensor, targets: Tensor, gamma: float = 4.0, beta: float = 0.0,
+                    reduction: str = "none") -> Tensor:
     """FL* of the paper's Appendix A: -log(sigmoid(gamma x_t + beta)) / gamma.
 
     x_t = x for positives (target 1) and -x for negatives (target 0); soft targets t mix

@@ -21,13 +21,8 @@ def _reduce(loss: Tensor, reduction: str) -> Tensor:
     return loss
 
 
-def sigmoid_focal_loss_reference(
-    logits: Tensor,
-    targets: Tensor,
-    alpha: float | None = 0.25,
-    gamma: float = 2.0,
-    reduction: str = "none",
-) -> Tensor:
+def sigmoid_focal_loss_reference(logits: Tensor, targets: Tensor, alpha: float | None = 0.25,
+                                 gamma: float = 2.0, reduction: str = "none") -> Tensor:
     """FL = -alpha_t (1 - p_t)^gamma log(p_t), elementwise; any shape, targets in [0, 1].
 
     ``alpha`` None or < 0 disables the alpha_t weighting.
@@ -42,13 +37,9 @@ def sigmoid_focal_loss_reference(
     return _reduce(loss, reduction)
 
 
-def sigmoid_focal_loss_from_labels_reference(
-    logits: Tensor,
-    labels: Tensor,
-    alpha: float | None = 0.25,
-    gamma: float = 2.0,
-    reduction: str = "sum",
-) -> Tensor:
+def sigmoid_focal_loss_from_labels_reference(logits: Tensor, labels: Tensor,
+                                             alpha: float | None = 0.25, gamma: float = 2.0,
+                                             reduction: str = "sum") -> Tensor:
     """One-hot form: logits (N, K), labels (N,) with class >= 0, -1 background, -2 ignored.
 
     Builds the (N, K) one-hot target explicitly; ignored rows are zero in ``"none"`` and
@@ -67,13 +58,8 @@ def sigmoid_focal_loss_from_labels_reference(
     return loss
 
 
-def focal_loss_star_reference(
-    logits: Tensor,
-    targets: Tensor,
-    gamma: float = 4.0,
-    beta: float = 0.0,
-    reduction: str = "none",
-) -> Tensor:
+def focal_loss_star_reference(logits: Tensor, targets: Tensor, gamma: float = 4.0,
+                              beta: float = 0.0, reduction: str = "none") -> Tensor:
     """FL* = -log(sigmoid(gamma x_t + beta)) / gamma, x_t = x (positives) or -x (negatives).
 
     Soft targets t in [0, 1] mix the two cases linearly: t FL*(x_t = x) + (1 - t) FL*(x_t = -x).

@@ -11,9 +11,10 @@ import yaml
 
 from retina.analysis.axes import run_axes
 from retina.analysis.heatmap import heatmap_axes
+from retina.analysis.multirun import collect_runs, expected_jobs
 from retina.analysis.paper import TABLE1, paper_rows
 from retina.analysis.report import write_report
-from retina.analysis.runs import brief, collect_runs, expected_jobs
+from retina.analysis.runs import brief
 from retina.analysis.table import build_table
 from retina.analysis.table_format import format_markdown
 from retina.cli.report import main

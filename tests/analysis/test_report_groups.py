@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from retina.analysis.intervals import student_t_quantile
-from retina.analysis.runs import collect_runs
+from retina.analysis.multirun import collect_runs
 from retina.analysis.table import build_table
 from retina.analysis.table_format import format_markdown
 from retina.cli.report import main

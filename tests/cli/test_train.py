@@ -101,3 +101,8 @@ def test_bad_override_is_one_line(tmp_path, run_main, override, expected):
     assert lines[0].startswith("retina-train: error: ") and expected in lines[0]
     assert "Traceback" not in proc.stderr + proc.stdout
     assert not (tmp_path / "shapes").exists()  # nothing was generated before the check
+    log = tmp_path / "r" / "train.log"
+    if log.exists():  # the run folder Hydra made says why the run stopped
+        assert lines[0] in log.read_text()
+    else:
+        assert expected == "train.not_a_key"  # Hydra refused before making a folder

@@ -1,7 +1,5 @@
-"""retina.data.convert (VOC and YOLO -> COCO) on trees the tests write, one quirk at a time.
-
-(Not test_convert.py: tests/test_convert.py tests retina/convert.py, and pytest needs unique
-basenames.)"""
+"""retina.data.convert_voc and retina.data.convert_yolo (VOC and YOLO -> COCO) on trees the
+tests write, one quirk at a time (one file: both formats' tests share its image writer)."""
 
 from __future__ import annotations
 
@@ -15,13 +13,8 @@ import yaml
 from PIL import Image
 
 from retina.data import CocoDetection, DataError, check_coco_dict
-from retina.data.convert import (
-    COCO80_TO_91,
-    COCO_NAMES,
-    convert_voc,
-    convert_yolo,
-    load_yolo_names,
-)
+from retina.data.convert_voc import convert_voc
+from retina.data.convert_yolo import COCO80_TO_91, COCO_NAMES, convert_yolo, load_yolo_names
 from retina.data.images import read_image
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from retina.data import CocoDetection, check_coco_dict, validate_coco
-from retina.data.convert import convert_voc
+from retina.data.convert_voc import convert_voc
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -66,7 +66,7 @@ def test_coco128_as_yolo_labels_maps_back_to_coco_ids(tmp_path):
 
     import numpy as np
 
-    from retina.data.convert import COCO80_TO_91, COCO_NAMES, convert_yolo
+    from retina.data.convert_yolo import COCO80_TO_91, COCO_NAMES, convert_yolo
 
     coco = _need("coco128")
     original = json.loads((coco / "annotations" / "instances_train2017.json").read_text())

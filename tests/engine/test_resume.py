@@ -19,3 +19,15 @@ def test_other_nodes_still_count_a_missing_key():
     new = {"model": {"_target_": "retina.other", "depth": 10, "x": 1},
            "loss": {"gamma": 2.0, "alpha": 0.25}}  # fmt: skip
     assert changed_keys(old, new) == ["model.x", "loss.alpha"]
+
+
+def test_the_focal_kernels_may_change_on_resume():
+    """A run started with a backend this version removed (native C) resumes with ``auto``;
+    the loss's numbers may not change."""
+    old = {"loss": {"gamma": 2.0, "alpha": 0.25, "backend": "native"}}
+    new = {"loss": {"gamma": 2.0, "alpha": 0.25, "backend": "auto"}}
+    assert changed_keys(old, new) == []
+    del new["loss"]["backend"]  # FL* takes no backend any more
+    assert changed_keys(old, new) == []
+    new["loss"]["gamma"] = 1.0
+    assert changed_keys(old, new) == ["loss.gamma"]

@@ -145,6 +145,34 @@ def test_nonfinite_loss_skips_the_step():
     assert trainer.scheduler.last_epoch == 4  # the schedule follows the iteration count
 
 
+class _ScriptedBN(_Scripted):
+    """A scripted loss after a BatchNorm that sees the (NaN where scripted) input."""
+
+    def __init__(self, script: list[float]) -> None:
+        super().__init__(script)
+        self.bn = nn.BatchNorm1d(2)
+
+    def forward(self, images, targets):
+        value = self.script[min(self.calls, len(self.script) - 1)]
+        self.bn(torch.full((4, 2), value) + torch.arange(4.0)[:, None])
+        return super().forward(images, targets)
+
+
+def test_a_skipped_step_leaves_the_bn_statistics_alone():
+    """The forward of a skipped step has written NaN into the running statistics; the
+    trainer must put them back, or the next checkpoint (and every later step) carries NaN."""
+    model = _ScriptedBN([1.0, float("nan"), float("inf"), 1.0])
+    trainer = make_trainer(model, max_nonfinite=3, max_iter=4)
+    trainer.train(0, 1)
+    after_good = {k: v.clone() for k, v in model.bn.state_dict().items()}
+    trainer.train(1, 3)
+    for key, value in model.bn.state_dict().items():
+        assert torch.equal(value, after_good[key]), key  # NaN/inf steps left no trace
+    trainer.train(3, 4)
+    assert model.bn.num_batches_tracked.item() == 2
+    assert torch.isfinite(model.bn.running_mean).all()
+
+
 def test_too_many_nonfinite_losses_stop_the_run():
     trainer = _scripted_trainer([1.0] + [float("nan")] * 5, max_nonfinite=3)
     with pytest.raises(NonFiniteLossError, match=r"train.max_nonfinite=3") as err:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from retina.analysis.axes import run_axes
-from retina.analysis.runs import collect_runs
+from retina.analysis.multirun import collect_runs
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_torchvision.py"
 

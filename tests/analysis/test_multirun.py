@@ -1,4 +1,4 @@
-"""retina.analysis.runs: reference runs of another implementation under SWEEP/torchvision/."""
+"""retina.analysis.multirun: reference runs of another implementation under SWEEP/torchvision/."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from retina.analysis.axes import run_axes
-from retina.analysis.runs import collect_runs
+from retina.analysis.multirun import collect_runs
 from retina.analysis.table import build_table
 from retina.analysis.table_format import format_markdown
 
