@@ -21,6 +21,9 @@ def test_every_console_script_lives_in_retina_cli() -> None:
         assert module.startswith("retina.cli.") and func == "main", (name, target)
 
 
+# runpy warns when the module is already imported, as other tests of this process have done;
+# a real `python -m` starts with nothing imported.
+@pytest.mark.filterwarnings("ignore:.*found in sys.modules after import:RuntimeWarning")
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
 def test_python_dash_m_runs_main(name: str, monkeypatch: pytest.MonkeyPatch,
                                  capsys: pytest.CaptureFixture[str]) -> None:
