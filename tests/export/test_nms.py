@@ -62,7 +62,7 @@ def test_onnx_translation_matches_at_the_iou_and_score_edges(tmp_path):
     path = tmp_path / "nms.onnx"
     dim = torch.export.Dim("c", min=2)
     program = torch.onnx.export(
-        _NMS(), (boxes, scores, labels), dynamo=True, opset_version=18, verbose=False,
+        _NMS().eval(), (boxes, scores, labels), dynamo=True, opset_version=18, verbose=False,
         dynamic_shapes={"boxes": {1: dim}, "scores": {1: dim}, "labels": {1: dim}},
         custom_translation_table={torch.ops.retina.class_nms.default: class_nms_onnx},
     )  # fmt: skip
