@@ -20,7 +20,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="retina-report",
         description="Report a `retina-train -m` sweep: DIR/table.md (jobs that differ only in "
-                    "train.seed are one row: mean ± std, n, ΔAP to a reference row with a 95 %% "
+                    "train.seed are one row: mean ± std, n, ΔAP to a reference row with a 95 % "
                     "Welch interval), table.csv (one line per job), heatmap.png, curves.png.",
     )
     parser.add_argument("dir", type=Path, help="a `retina-train -m` multirun directory")
