@@ -105,6 +105,21 @@ def _leaves(node: Any, prefix: str, out: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _comparable_configs(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """The runs' configs, with every model key a run's config lacks filled in by its default
+    (:func:`retina.modeling.build.with_model_defaults`) when the model nodes do not all list
+    the same keys: a run written before a key was listed used its default, and is the same
+    setting as a newer run that lists it."""
+    models = [r.config.get("model") for r in runs if r.config]
+    key_sets = {frozenset(m) for m in models if isinstance(m, dict)}
+    if len(key_sets) < 2:
+        return [r.config for r in runs]
+    from retina.modeling.build import with_model_defaults  # imports torch: only when needed
+
+    return [{**r.config, "model": with_model_defaults(r.config["model"])}
+            if isinstance(r.config.get("model"), dict) else r.config for r in runs]  # fmt: skip
+
+
 def config_axes(runs: Sequence[Run]) -> list[dict[str, Any]]:
     """Per run, the leaves of its resolved config that differ between the runs and that no
     axis of :data:`AXIS_KEYS` reads (``{"train.max_iter": 400}``), under their dotted keys.
@@ -112,7 +127,7 @@ def config_axes(runs: Sequence[Run]) -> list[dict[str, Any]]:
     Runs without a config (never started) are not compared; a key that some configs lack
     differs. Keys in :data:`_NOT_SETTINGS` are never axes.
     """
-    leaves = [_leaves(r.config, "", {}) if r.config else None for r in runs]
+    leaves = [_leaves(c, "", {}) if c else None for c in _comparable_configs(runs)]
     known = [x for x in leaves if x is not None]
     keys = dict.fromkeys(k for x in known for k in x)
     varying = [

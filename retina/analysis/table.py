@@ -42,6 +42,7 @@ SPEED_METRIC = "inference_ms_per_image"
 as ``ms/img`` when any job recorded it."""
 
 AXIS_LABELS: dict[str, str] = {
+    "implementation": "implementation",
     "loss": "loss",
     "gamma": "γ",
     "alpha": "α",

@@ -48,15 +48,9 @@ def _flatten(node: Any, prefix: str) -> dict[str, Any]:
 
 
 def _effective(node: Any, root: str) -> Any:
-    """The model node as ``build_retinanet`` sees it: a key it lacks takes the default of the
-    part constructor that owns it (a config written before the key was listed means it)."""
-    if root != "model" or not isinstance(node, Mapping) or node.get("_target_") not in (
-        "retina.modeling.build_retinanet", "retina.modeling.build.build_retinanet"
-    ):
-        return node
-    from retina.modeling.build import model_defaults
+    from retina.modeling.build import with_model_defaults  # imports torch
 
-    return {**model_defaults(), **node}
+    return with_model_defaults(node) if root == "model" else node
 
 
 def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:

@@ -91,6 +91,19 @@ def model_defaults() -> dict[str, Any]:
     return out
 
 
+BUILD_TARGETS = ("retina.modeling.build_retinanet", "retina.modeling.build.build_retinanet")
+"""The ``_target_`` spellings of :func:`build_retinanet` in configs."""
+
+
+def with_model_defaults(node: Any) -> Any:
+    """A ``model`` config node as :func:`build_retinanet` sees it: a key the node lacks takes
+    the default of the part constructor that owns it (a config written before the key was
+    listed means it). Any other node is returned as it is."""
+    if not isinstance(node, Mapping) or node.get("_target_") not in BUILD_TARGETS:
+        return node
+    return {**model_defaults(), **node}
+
+
 def _build(part: str, options: Mapping[str, Any], **wired: Any) -> Any:
     """``PARTS[part]`` built from its keys in ``options``; a ``ValueError`` naming a renamed
     argument (``sizes=...``) is raised again under its config key (``anchor_sizes=...``)."""

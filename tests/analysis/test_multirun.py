@@ -51,3 +51,33 @@ def test_a_sweep_without_references_has_no_implementation_axis(tmp_path: Path):
     _job(root / "0", "fl", 0, 70.0, None)
     (runs,) = collect_runs(root)
     assert "implementation" not in run_axes(runs)
+
+
+def _with_model(folder: Path, model: dict) -> None:
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics["config"]["model"] = model
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_a_reference_run_from_an_older_config_joins_its_seeds(tmp_path: Path):
+    """A run whose model config predates some keys used their defaults: it is the same
+    setting as the runs that list them, one row; and a retina run with the same loss options
+    as torchvision's stays apart from the torchvision rows (the implementation column)."""
+    from retina.modeling.build import model_defaults
+
+    full = {"_target_": "retina.modeling.build_retinanet", **model_defaults(),
+            "loss_normalizer": "image", "box_loss": "l1", "torchvision_anchors": True}
+    old = {k: v for k, v in full.items() if k not in ("norm_eps", "scale_clamp", "pixel_mean")}
+    root = tmp_path / "sweep"
+    for job, seed in enumerate((0, 1)):
+        _job(root / str(job), "fl", seed, 70.0 + seed, None)
+        _with_model(root / str(job), full)
+    for seed, model in ((0, old), (1, full)):
+        folder = root / "torchvision" / f"fl_{seed}"
+        _job(folder, "fl", seed, 75.0 + seed, "torchvision")
+        _with_model(folder, model)
+    table = build_table(collect_runs(root))
+    assert table.columns[0] == "implementation"
+    retina, tv = table.groups
+    assert tv.n == 2 and tv.axes["implementation"] == "torchvision"
+    assert retina.n == 2 and retina.axes["implementation"] == "retina"
