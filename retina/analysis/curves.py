@@ -69,7 +69,8 @@ def plot_curves(groups: Sequence[SeedGroup], label: Callable[[SeedGroup], str], 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7.0, 4.5))
+    # the legend goes under the axes (labels of many swept keys are long): room for its lines
+    fig = Figure(figsize=(7.0, 4.5 + 0.2 * len(curves)))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for name, curve in curves:
@@ -82,7 +83,7 @@ def plot_curves(groups: Sequence[SeedGroup], label: Callable[[SeedGroup], str], 
     ax.set_ylabel("AP (%)")
     ax.set_title((title + "\n" if title else "") + "mean over seeds; band: min..max", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
     fig.tight_layout()
     save_figure_atomic(fig, path)
     return True
