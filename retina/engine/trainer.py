@@ -138,6 +138,10 @@ class Trainer:
         # Filled by run_step for the hooks: python floats, global over ranks.
         self.last: dict[str, float] = {}
         self.images_seen = 0
+        # The model's buffers and their copies from before this step's forward (see
+        # _snapshot_buffers), allocated at the first step.
+        self._buffers: list[torch.Tensor] = []
+        self._buffer_copies: list[torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ the loop
     def train(self, start_iter: int, max_iter: int) -> None:
@@ -159,7 +163,7 @@ class Trainer:
         start = time.perf_counter()
         images, targets = next(self.data)
         images, targets = self._to_device(images, targets)
-        buffers = self._snapshot_buffers()
+        self._snapshot_buffers()
         with self._autocast():
             loss_dict, stats = self.model(images, targets)
         loss_dict = {k: v.float() for k, v in loss_dict.items()}
@@ -190,7 +194,7 @@ class Trainer:
         else:
             # A skipped step changes nothing: its forward already wrote into the BN running
             # statistics (and the loss normaliser's EMA), possibly NaN; put them back.
-            self._restore_buffers(buffers)
+            self._restore_buffers()
             self._count_nonfinite("loss" if not loss_ok else "gradient norm", values)
         self.images_seen += len(images) * self.dist.world_size
         elapsed = max(time.perf_counter() - start, 1e-9)
@@ -216,16 +220,20 @@ class Trainer:
         ]  # fmt: skip
         return images, targets
 
-    def _snapshot_buffers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """``(buffer, copy)`` for every buffer the forward may update (BN running
-        statistics, the normaliser EMA): a few floats per channel, cheap to copy."""
-        return [(b, b.detach().clone()) for b in self.model.buffers()]
+    def _snapshot_buffers(self) -> None:
+        """Copy every buffer the forward may update (BN running statistics, the normaliser
+        EMA) into copies allocated once: one multi-tensor copy per step, a few floats per
+        channel, instead of a fresh clone of each buffer."""
+        if self._buffer_copies is None:
+            self._buffers = [b for b in self.model.buffers()]
+            self._buffer_copies = [b.detach().clone() for b in self._buffers]
+        elif self._buffers:
+            torch._foreach_copy_(self._buffer_copies, self._buffers)
 
-    @staticmethod
-    def _restore_buffers(saved: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        with torch.no_grad():
-            for buffer, copy in saved:
-                buffer.copy_(copy)
+    def _restore_buffers(self) -> None:
+        if self._buffers:
+            with torch.no_grad():
+                torch._foreach_copy_(self._buffers, self._buffer_copies)
 
     def _autocast(self):
         if self.amp_dtype is None:
