@@ -31,9 +31,11 @@ __all__ = ["IGNORED_KEYS", "JobState", "job_state"]
 
 IGNORED_KEYS: tuple[str, ...] = (
     "paths", "train.resume", "train.resume_reset", "train.num_workers", "train.log_period",
+    "train.checkpoint_period", "train.keep_checkpoints",
 )
 """Config keys a rerun may change without making a job another job: where files go, whether
-it resumes, and how fast it loads or logs. Every other key (data included) must agree."""
+it resumes, how fast it loads or logs, and how often it saves. Every other key (data
+included) must agree."""
 
 
 @dataclass

@@ -62,6 +62,9 @@ def test_job_state_finished_resume_fresh(tmp_path: Path):
         job_state(job, {**config, "loss": {"alpha": 0.5}})
     # a key the finished job's config lacks (added by a later version) is not a difference
     assert job_state(job, {**config, "loss": {"alpha": 0.25, "backend": "auto"}}).ap == 1.0
+    # how often a job saves (or how many files it keeps) does not make it another job
+    saves = {"max_iter": 8, "checkpoint_period": 100, "keep_checkpoints": 1}
+    assert job_state(job, {**config, "train": saves}).ap == 1.0
 
 
 def test_prepare_sweep_job_sets_resume_or_skips(tmp_path: Path, capsys):
