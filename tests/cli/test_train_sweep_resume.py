@@ -131,10 +131,12 @@ def test_a_sweep_killed_mid_job_resumes_bit_exactly(tmp_path: Path):
     assert _snapshot(sweep / "0") == first  # untouched: same bytes, same mtimes
     assert (sweep / "0" / "train.log").read_text().startswith(log_before)
 
+    # the uninterrupted reference saves once, at the end: how often a run saves must not
+    # change what it trains (a sweep rerun may change train.checkpoint_period)
     reference = tmp_path / "reference"
     single = subprocess.run(
         [sys.executable, "-m", "retina.cli.train", "loss.alpha=0.5",
-         f"hydra.run.dir={reference}", *_tiny(data)],
+         f"hydra.run.dir={reference}", *_tiny(data), "train.checkpoint_period=100"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert single.returncode == 0, single.stderr[-3000:]
     assert _same(_final(sweep / "1"), _final(reference))
