@@ -6,6 +6,8 @@
 #   bash scripts/fl_vs_ce_queue.sh study    # FL vs alpha-CE .75: shapes, shapes_coco_like, 4x
 #   bash scripts/fl_vs_ce_queue.sh all      # reference rows, the study, then the options
 #   bash scripts/fl_vs_ce_queue.sh row coco_like_short  # one study row (shapes_short|coco_like_short|shapes_long)
+#   bash scripts/fl_vs_ce_queue.sh retina coco_like_short  # only retina's jobs of a row (tv: torchvision's)
+#   bash scripts/fl_vs_ce_queue.sh options  # only the single-option parity rows
 #
 # Two queues may run side by side when their jobs differ (`parity` and `row coco_like_short`);
 # a job folder in use by one is refused by the other.
@@ -92,13 +94,23 @@ row_overrides() {  # the overrides of one study row
     esac
 }
 
-row() {  # row NAME: one study row, retina's FL and alpha-CE .75 then torchvision's, 3 seeds
+row_retina() {  # row_retina NAME: retina's FL and alpha-CE .75 of one study row, 3 seeds
     local extra
     extra=$(row_overrides "$1") || exit 1
     # shellcheck disable=SC2086
     study_retina "$1" $extra
+}
+
+row_tv() {  # row_tv NAME: torchvision's FL and alpha-CE .75 of one study row, 3 seeds
+    local extra
+    extra=$(row_overrides "$1") || exit 1
     # shellcheck disable=SC2086
     study_tv "$1" $extra
+}
+
+row() {  # row NAME: one study row, retina's jobs then torchvision's
+    row_retina "$1"
+    row_tv "$1"
 }
 
 study() {  # issue 22 item 3, retina's default recipe
@@ -119,6 +131,10 @@ case "${1:-}" in
     parity) parity ;;
     study) study ;;
     all) all ;;
+    options) parity_options ;;
     row) row "${2:-}" ;;
-    *) echo "usage: bash scripts/fl_vs_ce_queue.sh parity|study|all|row NAME" >&2; exit 1 ;;
+    retina) row_retina "${2:-}" ;;
+    tv) row_tv "${2:-}" ;;
+    *) echo "usage: bash scripts/fl_vs_ce_queue.sh parity|options|study|all|row NAME|retina NAME|tv NAME" >&2
+       exit 1 ;;
 esac
