@@ -37,6 +37,26 @@ IMPLEMENTATION = "torchvision"
 TORCHVISION_LOSS = {"loss_normalizer": "image", "box_loss": "l1", "torchvision_anchors": True}
 """What torchvision's model does, written into the recorded config under retina's keys (the
 reference ignores these keys; the report and reruns then see the settings it ran with)."""
+NO_SUCH_SETTING = ("smooth_l1_beta", "normalizer_momentum")
+"""retina loss keys torchvision's RetinaNet has nothing for (it uses L1 and per-image counts)."""
+
+
+def check_loss_overrides(overrides: Sequence[str]) -> None:
+    """Refuse an override asking the reference for a loss torchvision's RetinaNet does not
+    compute (``model.box_loss=giou``); torchvision's own values (``model.box_loss=l1``) pass."""
+    from retina.errors import ConfigError
+
+    for item in overrides:
+        key, _, text = item.lstrip("+~").partition("=")
+        name = key.removeprefix("model.")
+        if not key.startswith("model."):
+            continue
+        if name in NO_SUCH_SETTING:
+            raise ConfigError(key, f"{text}: torchvision's RetinaNet has no such setting (its "
+                              "box loss is L1, its normaliser each image's foreground count)")
+        if name in TORCHVISION_LOSS and yaml.safe_load(text) != TORCHVISION_LOSS[name]:
+            raise ConfigError(key, f"{text}: torchvision's RetinaNet always uses "
+                              f"{TORCHVISION_LOSS[name]!r}; leave the key out")
 
 
 def compose_config(run_dir: Path, overrides: Sequence[str]) -> tuple[DictConfig, dict]:
@@ -66,10 +86,19 @@ def train_torchvision(run_dir: Path, overrides: Sequence[str]) -> dict | None:
     from retina.engine.distributed import DistInfo
     from retina.engine.logging import write_metrics_json
     from retina.engine.sweep import job_state
-    from retina.modeling.torchvision_reference import build_torchvision_retinanet
+    from retina.modeling.torchvision_reference import (
+        build_torchvision_retinanet,
+        check_torchvision_config,
+    )
 
+    check_loss_overrides(overrides)
     cfg, choices = compose_config(run_dir, overrides)
     validate_config(cfg)
+    check_torchvision_config(cfg.model, cfg.loss)  # before anything is written
+    replaced = {k: cfg.model.get(k) for k, v in TORCHVISION_LOSS.items() if cfg.model.get(k) != v}
+    if replaced:
+        log.info("torchvision's loss, not this config's: %s", ", ".join(
+            f"model.{k}={TORCHVISION_LOSS[k]} (config: {v})" for k, v in replaced.items()))
     with open_dict(cfg):
         cfg.implementation = IMPLEMENTATION
         cfg.model.update(TORCHVISION_LOSS)

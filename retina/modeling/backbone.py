@@ -44,6 +44,14 @@ def make_norm(norm: str, eps: float = 1e-5, gn_groups: int = 32) -> Callable[[in
     raise ValueError(f"norm={norm!r}: expected one of {NORMS}")
 
 
+def resnet_out_channels(depth: int) -> list[int]:
+    """The widths of C3, C4, C5 of a ResNet of ``depth`` (10, 18, 34, 50 or 101)."""
+    if depth not in _DEPTHS:
+        raise ValueError(f"depth={depth}: expected one of {sorted(_DEPTHS)}")
+    expansion = _DEPTHS[depth][0].expansion
+    return [128 * expansion, 256 * expansion, 512 * expansion]
+
+
 class ResNetBackbone(nn.Module):
     """torchvision ResNet body without ``avgpool``/``fc``; ``forward`` returns ``[C3, C4, C5]``.
 
@@ -72,16 +80,13 @@ class ResNetBackbone(nn.Module):
         freeze_at: int = 2,
     ) -> None:
         super().__init__()
-        if depth not in _DEPTHS:
-            raise ValueError(f"depth={depth}: expected one of {sorted(_DEPTHS)}")
+        self.out_channels = resnet_out_channels(depth)
         if not 0 <= freeze_at <= 5:
             raise ValueError(f"freeze_at={freeze_at}: expected 0..5")
         block, layers, _ = _DEPTHS[depth]
         body = tv_resnet.ResNet(block, layers, norm_layer=make_norm(norm, norm_eps))
         del body.fc, body.avgpool
         self.body = body
-        expansion = block.expansion
-        self.out_channels = [128 * expansion, 256 * expansion, 512 * expansion]
         if weights is not None:
             self._load(weights)
         self.freeze_at = freeze_at

@@ -9,10 +9,14 @@ to ``num_convs`` convs, torchvision's init), the prior, the anchors (torchvision
 settings, the pixel normalisation and padding, and the classification loss's gamma/alpha.
 Everything else is torchvision's: the per-image foreground normaliser averaged over images,
 the L1 box loss on encoded deltas, the matcher, the FPN and its init, the postprocessing.
+A setting torchvision's RetinaNet has no argument for (an anchor offset, box-coder weights or
+a scale clamp other than its own) is refused by :func:`check_torchvision_config`, never
+silently dropped.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
@@ -33,11 +37,12 @@ from torchvision.ops import sigmoid_focal_loss
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from retina.errors import ConfigError
-from retina.modeling.backbone import ResNetBackbone
+from retina.modeling.backbone import ResNetBackbone, resnet_out_channels
 from retina.modeling.build import model_defaults
 from retina.modeling.retinanet import LossOutput
 
-__all__ = ["TorchvisionRetinaNet", "AlphaGammaClassificationHead", "build_torchvision_retinanet"]
+__all__ = ["TorchvisionRetinaNet", "AlphaGammaClassificationHead", "build_torchvision_retinanet",
+           "check_torchvision_config"]
 
 _FOCAL_TARGETS = ("retina.modeling.losses.FocalLoss", "retina.modeling.FocalLoss")
 
@@ -127,6 +132,41 @@ def _loss_numbers(loss: Mapping[str, Any]) -> tuple[float, float | None]:
     return float(loss.get("gamma", 2.0)), None if alpha is None else float(alpha)
 
 
+_FIXED_IN_TORCHVISION = {  # retina keys torchvision's RetinaNet has no argument for: its value
+    "anchor_offset": 0.0,  # anchor centres on multiples of the stride
+    "box_coder_weights": [1.0, 1.0, 1.0, 1.0],
+    "scale_clamp": math.log(1000.0 / 16),  # BoxCoder's bbox_xform_clip
+}
+
+
+def check_torchvision_config(model: Mapping[str, Any], loss: Mapping[str, Any]) -> None:
+    """Refuse, before anything is built or written, a model/loss config that torchvision's
+    RetinaNet would not follow (the checks of :func:`build_torchvision_retinanet`).
+
+    Raises:
+        ConfigError: naming the key (a loss outside the focal family, no prior, P6 from a
+            C5 as wide as the FPN, an anchor offset, box-coder weights or scale clamp other
+            than torchvision's, an unknown head norm).
+    """
+    _loss_numbers(loss)
+    m = {**model_defaults(), **model}
+    for key, fixed in _FIXED_IN_TORCHVISION.items():
+        value = m[key]
+        same = (list(map(float, value)) == fixed if isinstance(fixed, list)
+                else math.isclose(float(value), fixed, rel_tol=1e-9))
+        if not same:
+            raise ConfigError(f"model.{key}", f"{value!r}: torchvision's RetinaNet always uses "
+                              f"{fixed!r}; the reference cannot train another value")
+    if m["head_norm"] not in (None, "gn"):
+        raise ConfigError("model.head_norm", f"{m['head_norm']!r}: expected null or 'gn'")
+    if m["prior_prob"] is None:
+        raise ConfigError("model.prior_prob", "null: torchvision's head always sets a prior")
+    c5 = resnet_out_channels(int(m["depth"]))[-1]
+    if str(m["p6_from"]) == "c5" and c5 == int(m["fpn_channels"]):
+        raise ConfigError("model.p6_from", "c5 with C5 as wide as the FPN: torchvision's "
+                          "LastLevelP6P7 would read P5")
+
+
 def build_torchvision_retinanet(model: Mapping[str, Any], loss: Mapping[str, Any],
                                 num_classes: int) -> TorchvisionRetinaNet:
     """torchvision's RetinaNet matching the retina ``model``/``loss`` config nodes.
@@ -137,9 +177,9 @@ def build_torchvision_retinanet(model: Mapping[str, Any], loss: Mapping[str, Any
         num_classes: K (torchvision's labels ``0..K-1``, no background class).
 
     Raises:
-        ConfigError: a loss outside the focal family, or a P6-from-C5 layout that
-            torchvision cannot express (C5 as wide as the FPN makes it read P5).
+        ConfigError: see :func:`check_torchvision_config`.
     """
+    check_torchvision_config(model, loss)
     gamma, alpha = _loss_numbers(loss)
     m = {**model_defaults(), **model}  # keys left out: the part constructors' defaults
     body = ResNetBackbone(depth=int(m["depth"]), weights=m["weights"],
@@ -149,9 +189,6 @@ def build_torchvision_retinanet(model: Mapping[str, Any], loss: Mapping[str, Any
     channels = int(m["fpn_channels"])
     c5 = body.out_channels[-1]
     p6_from = str(m["p6_from"])
-    if p6_from == "c5" and c5 == channels:
-        raise ConfigError("model.p6_from", "c5 with C5 as wide as the FPN: torchvision's "
-                          "LastLevelP6P7 would read P5")
     backbone = BackboneWithFPN(
         body.body, return_layers={"layer2": "0", "layer3": "1", "layer4": "2"},
         in_channels_list=list(body.out_channels), out_channels=channels,
@@ -168,8 +205,6 @@ def build_torchvision_retinanet(model: Mapping[str, Any], loss: Mapping[str, Any
     head = RetinaNetHead(channels, num_anchors, num_classes, norm_layer=norm_layer)
     prior = m["prior_prob"]
     if gamma != 2.0 or alpha != 0.25 or prior != 0.01:
-        if prior is None:
-            raise ConfigError("model.prior_prob", "null: torchvision's head always sets a prior")
         head.classification_head = AlphaGammaClassificationHead(
             channels, num_anchors, num_classes, prior_probability=float(prior),
             norm_layer=norm_layer, gamma=gamma, alpha=alpha)

@@ -107,6 +107,10 @@ def test_layout_follows_the_config():
     ({}, {"_target_": "retina.modeling.losses.OHEMLoss"}, "loss._target_"),
     ({"prior_prob": None}, ALPHA_CE, "model.prior_prob"),
     ({"depth": 34, "fpn_channels": 512}, FOCAL, "model.p6_from"),
+    ({"anchor_offset": 0.5}, FOCAL, "model.anchor_offset"),
+    ({"box_coder_weights": [10.0, 10.0, 5.0, 5.0]}, FOCAL, "model.box_coder_weights"),
+    ({"scale_clamp": 3.0}, FOCAL, "model.scale_clamp"),
+    ({"head_norm": "bn"}, FOCAL, "model.head_norm"),
 ])
 def test_settings_torchvision_cannot_express_are_config_errors(model, loss, key):
     with pytest.raises(ConfigError, match=key):

@@ -38,7 +38,9 @@ def test_tiny_run_then_rerun_skips_or_resumes(tmp_path: Path, capsys: pytest.Cap
                                               caplog: pytest.LogCaptureFixture):
     script = _script()
     run_dir = tmp_path / "sweep" / "torchvision" / "ce_a75_0"
-    assert script.main([str(run_dir), *_tiny(tmp_path)]) == 0
+    with caplog.at_level(logging.INFO, logger="retina.train_torchvision"):
+        assert script.main([str(run_dir), *_tiny(tmp_path)]) == 0
+    assert "model.box_loss=l1 (config: smooth_l1)" in caplog.text  # said, not silent
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["implementation"] == "torchvision" and metrics["iteration"] == 2
     assert metrics["config"]["loss"]["gamma"] == 0.0 and metrics["config"]["loss"]["alpha"] == 0.75
@@ -72,3 +74,24 @@ def test_bad_input_is_one_line(tmp_path: Path):
     err = done.stderr.strip()
     assert err.startswith("train_torchvision.py: error: loss.gamma") and "\n" not in err
     assert not (run_dir / "metrics.json").exists()
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ("model.box_loss=giou", "model.box_loss"),
+    ("model.loss_normalizer=batch", "model.loss_normalizer"),
+    ("++model.torchvision_anchors=false", "model.torchvision_anchors"),
+    ("model.smooth_l1_beta=0.5", "model.smooth_l1_beta"),
+    ("model.anchor_offset=0.5", "model.anchor_offset"),
+])
+def test_a_setting_torchvision_would_not_follow_is_refused(tmp_path: Path, override: str,
+                                                          key: str, capsys):
+    run_dir = tmp_path / "run"
+    assert _script().main([str(run_dir), *_tiny(tmp_path), override]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"train_torchvision.py: error: {key}") and "\n" not in err
+    assert not run_dir.exists()  # refused before anything is written
+
+
+def test_torchvision_own_loss_settings_pass():
+    _script().check_loss_overrides(["model.box_loss=l1", "model.loss_normalizer=image",
+                                    "++model.torchvision_anchors=true", "train.seed=1"])
