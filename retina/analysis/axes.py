@@ -3,6 +3,7 @@ compares them, from its resolved config and its command-line overrides."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,17 +33,50 @@ AXIS_KEYS: dict[str, str] = {
 """Config keys (dotted) read as ablation axes, and the axis each becomes."""
 
 _IGNORED_OVERRIDES = ("experiment", "hydra", "scale", "paths")
-_NOT_SETTINGS = ("paths", "hydra", "train.resume")
+_NOT_SETTINGS = (
+    "paths", "hydra", "train.resume", "train.resume_reset", "train.log_period",
+    "train.checkpoint_period", "train.keep_checkpoints",
+)
 """Config keys that differ between the jobs of one sweep by construction (the job's folder, a
-rerun resuming it), not as a setting."""
+rerun resuming it) or that a rerun may change (how often it logs or saves: the keys of
+:data:`retina.engine.sweep.IGNORED_KEYS`), not as a setting. ``train.num_workers`` stays an
+axis: a sweep over it is a speed study."""
 
 _MISSING = object()
 
 
+_REFERENCE = re.compile(r"\$\{([\w.]+)\}")
+
+
+def _resolved(config: dict[str, Any], node: Any, hops: int = 8) -> Any:
+    """``node`` with each plain reference to another key of ``config`` replaced by its value
+    (``${study.lr.fl}`` -> 0.04, ``${paths.data_dir}/x`` -> ``./data/x``), as an unfinished
+    job's ``.hydra/config.yaml`` keeps them; ``_MISSING`` for any other interpolation
+    (``${hydra:...}``, a resolver, a cycle)."""
+    if not isinstance(node, str) or "${" not in node:
+        return node
+    if hops == 0:
+        return _MISSING
+    whole = _REFERENCE.fullmatch(node)
+    if whole:
+        return _resolved(config, select(config, whole.group(1), _MISSING), hops - 1)
+    parts: list[str] = []
+
+    def substitute(match: re.Match[str]) -> str:
+        value = _resolved(config, select(config, match.group(1), _MISSING), hops - 1)
+        if value is _MISSING or isinstance(value, dict | list):
+            parts.append("unresolved")
+            return match.group(0)
+        return str(value)
+
+    text = _REFERENCE.sub(substitute, node)
+    return _MISSING if parts or "${" in text else text
+
+
 def _lookup(config: dict[str, Any], dotted: str) -> Any:
-    """The value at ``dotted``; ``_MISSING`` if absent or an unresolved interpolation."""
-    node = select(config, dotted, _MISSING)
-    return _MISSING if isinstance(node, str) and "${" in node else node
+    """The value at ``dotted`` (references followed, see :func:`_resolved`); ``_MISSING`` if
+    absent or not resolvable here."""
+    return _resolved(config, select(config, dotted, _MISSING))
 
 
 def _axis_value(axis: str, value: Any) -> Any:
@@ -95,13 +129,16 @@ def varying_axes(all_axes: Sequence[dict[str, Any]]) -> list[str]:
     return varying
 
 
-def _leaves(node: Any, prefix: str, out: dict[str, Any]) -> dict[str, Any]:
-    """Dotted key -> value of every leaf (lists are leaves); unresolved ``${...}`` left out."""
+def _leaves(node: Any, prefix: str, out: dict[str, Any],
+            root: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Dotted key -> value of every leaf (lists are leaves) of the config ``root`` (default:
+    ``node``), references followed; a value not resolvable here is ``_MISSING``."""
+    root = node if root is None else root
     if isinstance(node, dict):
         for key, value in node.items():
-            _leaves(value, f"{prefix}.{key}" if prefix else str(key), out)
-    elif not (isinstance(node, str) and "${" in node):
-        out[prefix] = node
+            _leaves(value, f"{prefix}.{key}" if prefix else str(key), out, root)
+    else:
+        out[prefix] = _resolved(root, node)
     return out
 
 
@@ -125,7 +162,8 @@ def config_axes(runs: Sequence[Run]) -> list[dict[str, Any]]:
     axis of :data:`AXIS_KEYS` reads (``{"train.max_iter": 400}``), under their dotted keys.
 
     Runs without a config (never started) are not compared; a key that some configs lack
-    differs. Keys in :data:`_NOT_SETTINGS` are never axes.
+    differs, but a value a config cannot resolve (an interpolation of Hydra's runtime) is
+    unknown there, not different. Keys in :data:`_NOT_SETTINGS` are never axes.
     """
     leaves = [_leaves(c, "", {}) if c else None for c in _comparable_configs(runs)]
     known = [x for x in leaves if x is not None]
@@ -134,6 +172,7 @@ def config_axes(runs: Sequence[Run]) -> list[dict[str, Any]]:
         k for k in keys
         if k not in AXIS_KEYS
         and not any(k == n or k.startswith(n + ".") for n in _NOT_SETTINGS)
-        and len({repr(x.get(k, _MISSING)) for x in known}) > 1
+        and len({repr(x.get(k, "<absent>")) for x in known if x.get(k) is not _MISSING}) > 1
     ]
-    return [{k: x[k] for k in varying if k in x} if x is not None else {} for x in leaves]
+    return [{k: x[k] for k in varying if k in x and x[k] is not _MISSING}
+            if x is not None else {} for x in leaves]

@@ -30,7 +30,8 @@ class Run:
 
     Attributes:
         name: the job's folder name (its index in the sweep).
-        status: ``"done"``, ``"failed"``, ``"unfinished"`` or ``"not started"``.
+        status: ``"done"``, ``"failed"``, ``"running"`` (another process holds the folder's
+            lock), ``"unfinished"`` or ``"not started"``.
         reason: why a job is not done, when discoverable.
         overrides: the job's command-line overrides, e.g. ``["loss.alpha=0.25"]``.
         metrics: COCO metrics in percent (``AP``, ``AP50``, ...), empty unless done.
@@ -141,6 +142,11 @@ def read_run(job_dir: Path) -> Run:
         return run
     metrics_path = job_dir / "metrics.json"
     if not metrics_path.is_file():
+        from retina.engine.rundir import lock_holder  # imports torch: only for such a job
+
+        if (pid := lock_holder(job_dir)) is not None:
+            run.status, run.reason = "running", f"pid {pid}"
+            return run
         run.reason, failed = _log_reason(job_dir)
         run.status = "failed" if failed else "unfinished"
         return run

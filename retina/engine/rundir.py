@@ -56,6 +56,23 @@ def lock_run_dir(run_dir: str | os.PathLike, key: str = "hydra.run.dir") -> Path
     return run_dir
 
 
+def lock_holder(run_dir: str | os.PathLike) -> str | None:
+    """The pid (as written in the lock file; ``"?"`` if unreadable) of the process that holds
+    ``run_dir``'s lock now, or ``None`` when no process does. The probe takes a shared lock
+    and drops it at once, so it never keeps a run from starting."""
+    try:
+        handle = open(Path(run_dir) / LOCK_NAME, encoding="utf-8")  # noqa: SIM115
+    except OSError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return handle.read().strip() or "?"
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    return None
+
+
 def release_run_dir(run_dir: str | os.PathLike) -> None:
     """Release this process's lock on ``run_dir`` (the lock file stays; it is harmless)."""
     handle = _held.pop(Path(run_dir).resolve(), None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from retina.analysis.axes import run_axes
+from retina.analysis.axes import config_axes, run_axes
 from retina.analysis.runs import Run
 
 
@@ -12,3 +12,23 @@ def test_run_axes_keep_null_and_group_choices():
     assert run_axes(run) == {"loss": "ce", "prior_prob": None, "seed": 2}
     run.config = {"model": {"aspect_ratios": [1.0], "prior_prob": 0.01}}
     assert run_axes(run)["num_ratios"] == 1 and run_axes(run)["prior_prob"] == 0.01
+
+
+def test_an_unfinished_jobs_references_are_followed():
+    """An unfinished job has only Hydra's unresolved config: ``base_lr: ${study.lr.fl}`` must
+    give the same lr axis as the finished jobs' resolved config, or its seed row splits."""
+    run = Run(name="2", status="running", overrides=["train.seed=2"])
+    run.config = {"optim": {"base_lr": "${study.lr.fl}"}, "study": {"lr": {"fl": 0.04}},
+                  "model": {"prior_prob": "${a}", "depth": "${hydra:runtime.x}"},
+                  "a": "${b}", "b": "${a}", "data": {"root": "${paths.x}/y"},
+                  "paths": {"x": "."}, "train": {"max_iter": 100}}
+    axes = run_axes(run)
+    assert axes["lr"] == 0.04
+    assert "prior_prob" not in axes and "depth" not in axes  # a cycle; Hydra's runtime
+    done = Run(name="0", status="done", overrides=["train.seed=0"])
+    done.config = {**run.config, "optim": {"base_lr": 0.04}, "data": {"root": "./y"},
+                   "model": {"prior_prob": 0.01, "depth": 10}, "a": 1, "b": 1,
+                   "train": {"max_iter": 400}}
+    # data.root's template resolves to the finished job's value; a value that cannot be
+    # resolved ("a", "b": a cycle) is unknown, not a difference; a real difference stays
+    assert config_axes([done, run]) == [{"train.max_iter": 400}, {"train.max_iter": 100}]

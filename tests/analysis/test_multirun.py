@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import yaml
@@ -81,3 +82,38 @@ def test_a_reference_run_from_an_older_config_joins_its_seeds(tmp_path: Path):
     retina, tv = table.groups
     assert tv.n == 2 and tv.axes["implementation"] == "torchvision"
     assert retina.n == 2 and retina.axes["implementation"] == "retina"
+
+
+def test_a_running_job_is_said_to_run_and_joins_its_seeds(tmp_path: Path):
+    """A job another process trains now (its folder's lock held, no metrics.json, only Hydra's
+    unresolved config) is "running", in the row of its finished seeds, not a row of its own;
+    once the lock is gone the same folder reads as unfinished."""
+    from retina.engine.rundir import lock_holder, lock_run_dir, release_run_dir
+
+    root = tmp_path / "sweep"
+    finished = {"optim": {"base_lr": 0.04}, "data": {"root": "./data/shapes"},
+                "study": {"lr": 0.04}}
+    for job, seed in enumerate((0, 1)):
+        _job(root / str(job), "fl", seed, 70.0 + seed, None)
+        metrics = json.loads((root / str(job) / "metrics.json").read_text())
+        metrics["config"].update(finished)
+        (root / str(job) / "metrics.json").write_text(json.dumps(metrics))
+    running = root / "2"
+    (running / ".hydra").mkdir(parents=True)
+    overrides = ["ablation/fl_vs_ce=fl", "train.seed=2", "+experiment=fl_vs_ce"]
+    (running / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    config = {"loss": {"gamma": 2.0, "alpha": 0.25}, "train": {"seed": 2},
+              "optim": {"base_lr": "${study.lr}"}, "study": {"lr": 0.04},
+              "data": {"root": "${paths.data_dir}/shapes"}, "paths": {"data_dir": "./data"}}
+    (running / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    lock_run_dir(running)
+    try:
+        assert lock_holder(running) == str(os.getpid())
+        table = build_table(collect_runs(root))
+        (group,) = table.groups
+        assert group.n == 2 and [r.status for r in group.runs] == ["done", "done", "running"]
+        assert "1 running" in format_markdown(table)
+    finally:
+        release_run_dir(running)
+    assert lock_holder(running) is None and lock_holder(tmp_path / "nowhere") is None
+    assert [r.status for r in collect_runs(root)] == ["done", "done", "unfinished"]
