@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from retina.analysis.groups import SeedGroup
+from retina.analysis.groups import REPEATED, SeedGroup
 from retina.analysis.runs import Run
 from retina.utils.io import save_figure_atomic
 
@@ -45,9 +45,12 @@ def read_history(run: Run) -> dict[int, dict[str, float]]:
 
 def group_curve(group: SeedGroup, metric: str = "AP"
                 ) -> list[tuple[int, float, float, float]]:
-    """``(iteration, mean, min, max)`` of ``metric`` over the group's runs, at every iteration
-    that all of its runs with a history evaluated."""
-    histories = [h for h in (read_history(r) for r in group.runs) if h]
+    """``(iteration, mean, min, max)`` of ``metric`` over the group's finished runs (the
+    table's ``n``; a row none of whose runs finished: its runs so far), at every iteration
+    that all of them with a history evaluated. A repeated seed is not a run of its own."""
+    finished = [r for r in group.runs if r.status == "done"]
+    runs = finished or [r for r in group.runs if r.status != REPEATED]
+    histories = [h for h in (read_history(r) for r in runs) if h]
     if not histories:
         return []
     iterations = set.intersection(*(set(h) for h in histories))

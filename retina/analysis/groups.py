@@ -63,16 +63,39 @@ def _key(axes: dict[str, Any]) -> str:
     return repr(sorted((k, repr(v)) for k, v in axes.items() if k != SEED_AXIS))
 
 
+REPEATED = "repeated seed"
+"""The status of a finished job whose seed an earlier finished job of its row already has (a
+copied folder, a run repeated under another name): counted once, not as a new sample."""
+
+
+def _count_each_seed_once(group: SeedGroup, seeds: dict[int, Any]) -> None:
+    """Mark each finished job whose known seed an earlier finished job of ``group`` has as
+    :data:`REPEATED`: two runs of one seed are not two samples (n and the interval would
+    shrink)."""
+    counted: dict[str, Run] = {}
+    for run in group.runs:
+        seed = seeds.get(id(run))
+        if run.status != "done" or seed is None:
+            continue
+        first = counted.setdefault(repr(seed), run)
+        if first is not run:
+            run.status, run.reason = REPEATED, f"seed {seed} counted once, from {first.name}"
+
+
 def group_by_seed(runs: Sequence[Run], all_axes: Sequence[dict[str, Any]],
                   metrics: Sequence[str]) -> list[SeedGroup]:
-    """Group jobs whose axes agree except for :data:`SEED_AXIS`, in order of first job."""
+    """Group jobs whose axes agree except for :data:`SEED_AXIS`, in order of first job; a
+    seed finished twice in one group counts once (the later job becomes :data:`REPEATED`)."""
     groups: dict[str, SeedGroup] = {}
+    seeds: dict[int, Any] = {}
     for run, axes in zip(runs, all_axes, strict=True):
         key = _key(axes)
         if key not in groups:
             groups[key] = SeedGroup({k: v for k, v in axes.items() if k != SEED_AXIS}, [])
         groups[key].runs.append(run)
+        seeds[id(run)] = axes.get(SEED_AXIS)
     for group in groups.values():
+        _count_each_seed_once(group, seeds)
         for metric in metrics:
             values = group.values(metric)
             if values:

@@ -114,3 +114,24 @@ def test_a_failed_seed_is_counted_out_of_n(sweep: Path):
     fl = table.groups[0]
     assert fl.n == 2 and fl.stats["AP"].mean == 72.0
     assert "| 2/3 |" in format_markdown(table) and "1: diverged" in format_markdown(table)
+
+
+def test_a_seed_finished_twice_counts_once(sweep: Path):
+    """A copied job folder (or a seed run again under another name) is not a fourth sample:
+    n, the mean, the interval and the curve stay those of the three seeds, and the table says
+    which job was left out."""
+    import shutil
+
+    from retina.analysis.curves import group_curve
+
+    before = build_table(collect_runs(sweep))
+    shutil.copytree(sweep / "0", sweep / "9")  # seed 0 of the FL row again
+    (sweep / "9" / "metrics.json").write_text(json.dumps({
+        **json.loads((sweep / "0" / "metrics.json").read_text()), "AP": 90.0}))
+    after = build_table(collect_runs(sweep))
+    fl, fl_before = after.groups[0], before.groups[0]
+    assert fl.n == 3 and fl.stats["AP"].mean == fl_before.stats["AP"].mean
+    assert after.groups[1].delta.low == before.groups[1].delta.low
+    assert group_curve(fl) == group_curve(fl_before)
+    text = format_markdown(after)
+    assert "1 repeated seed (9: seed 0 counted once, from 0)" in text
