@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from pathlib import Path
 from typing import IO
 
@@ -19,6 +20,19 @@ from retina.errors import ConfigError, RunDirError
 LOCK_NAME = ".retina.lock"
 
 _held: dict[Path, IO[str]] = {}
+
+
+def _try_exclusive(handle: IO[str], tries: int = 5, wait: float = 0.05) -> bool:
+    """Take an exclusive ``flock`` on ``handle``; a few short retries, so that the instant
+    probe of :func:`lock_holder` (``retina-report`` on a live sweep) never refuses a run."""
+    for attempt in range(tries):
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            if attempt + 1 < tries:
+                time.sleep(wait)
+    return False
 
 
 def lock_run_dir(run_dir: str | os.PathLike, key: str = "hydra.run.dir") -> Path:
@@ -37,9 +51,7 @@ def lock_run_dir(run_dir: str | os.PathLike, key: str = "hydra.run.dir") -> Path
         handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held until exit
     except OSError as err:
         raise ConfigError(key, f"{run_dir}: cannot use as run directory ({err.strerror})") from None
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    if not _try_exclusive(handle):
         handle.seek(0)
         owner = handle.read().strip() or "?"
         handle.close()
