@@ -7,7 +7,7 @@
 #   bash scripts/fl_vs_ce_queue.sh all      # reference rows, the study, then the options
 #   bash scripts/fl_vs_ce_queue.sh row coco_like_short  # one study row (shapes_short|coco_like_short|shapes_long)
 #   bash scripts/fl_vs_ce_queue.sh retina coco_like_short  # only retina's jobs of a row (tv: torchvision's)
-#   bash scripts/fl_vs_ce_queue.sh options  # only the single-option parity rows
+#   bash scripts/fl_vs_ce_queue.sh options  # only the option rows of item 2 (together, then each alone)
 #
 # Two queues may run side by side when their jobs differ (`parity` and `row coco_like_short`);
 # a job folder in use by one is refused by the other.
