@@ -45,6 +45,11 @@ axis: a sweep over it is a speed study."""
 _MISSING = object()
 
 
+def _not_a_setting(key: str) -> bool:
+    """Whether the dotted ``key`` is in (or under) :data:`_NOT_SETTINGS`."""
+    return any(key == n or key.startswith(n + ".") for n in _NOT_SETTINGS)
+
+
 _REFERENCE = re.compile(r"\$\{([\w.]+)\}")
 
 
@@ -98,8 +103,8 @@ def run_axes(run: Run) -> dict[str, Any]:
     axes: dict[str, Any] = {}
     for text in run.overrides:
         key, value = split_override(text)
-        if key.split(".")[0] in _IGNORED_OVERRIDES:
-            continue
+        if key.split(".")[0] in _IGNORED_OVERRIDES or _not_a_setting(key):
+            continue  # e.g. train.resume=true on one job of a sweep: not another setting
         try:
             parsed = yaml.safe_load(value) if value else None
         except yaml.YAMLError:
@@ -171,7 +176,7 @@ def config_axes(runs: Sequence[Run]) -> list[dict[str, Any]]:
     varying = [
         k for k in keys
         if k not in AXIS_KEYS
-        and not any(k == n or k.startswith(n + ".") for n in _NOT_SETTINGS)
+        and not _not_a_setting(k)
         and len({repr(x.get(k, "<absent>")) for x in known if x.get(k) is not _MISSING}) > 1
     ]
     return [{k: x[k] for k in varying if k in x and x[k] is not _MISSING}

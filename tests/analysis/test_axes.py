@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from retina.analysis.axes import config_axes, run_axes
+from retina.analysis.axes import config_axes, run_axes, varying_axes
 from retina.analysis.runs import Run
 
 
@@ -32,3 +32,15 @@ def test_an_unfinished_jobs_references_are_followed():
     # data.root's template resolves to the finished job's value; a value that cannot be
     # resolved ("a", "b": a cycle) is unknown, not a difference; a real difference stays
     assert config_axes([done, run]) == [{"train.max_iter": 400}, {"train.max_iter": 100}]
+
+
+def test_a_resumed_job_is_not_another_setting():
+    """One seed rerun alone with ``train.resume=true`` (or a changed checkpoint period) must
+    stay in its seed row: those keys tell how the job ran, not what it trained."""
+    plain = Run(name="1", status="done", overrides=["ablation/fl_vs_ce=fl", "train.seed=1"])
+    resumed = Run(name="0", status="done",
+                  overrides=["ablation/fl_vs_ce=fl", "train.seed=0", "train.resume=true",
+                             "+train.checkpoint_period=50", "hydra.run.dir=x/0"])
+    axes = [run_axes(plain), run_axes(resumed)]
+    assert axes == [{"ablation/fl_vs_ce": "fl", "seed": 1}, {"ablation/fl_vs_ce": "fl", "seed": 0}]
+    assert varying_axes(axes) == ["seed"]
